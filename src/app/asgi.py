@@ -1,0 +1,32 @@
+"""The composition root: `create_app(settings)` wires plugins, routes and dependencies.
+
+`litestar --app app.asgi:create_app ...` and `uvicorn --factory app.asgi:create_app`
+call it with no argument, reading the settings from the environment.
+"""
+
+from __future__ import annotations
+
+from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi.config import OpenAPIConfig
+from litestar_saq import SAQPlugin
+
+from app.config import Settings, logging_config, saq_config, sqlalchemy_config
+from app.jobs.controllers import JobController, TaskController
+from app.jobs.dependencies import jobs_service_provider
+from app.jobs.errors import exception_handlers
+from app.system import health
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+    return Litestar(
+        route_handlers=[TaskController, JobController, health],
+        plugins=[SQLAlchemyPlugin(config=sqlalchemy_config(settings)), SAQPlugin(saq_config(settings))],
+        dependencies={"jobs_service": Provide(jobs_service_provider(settings))},
+        exception_handlers=exception_handlers(),
+        logging_config=logging_config(settings),
+        openapi_config=OpenAPIConfig(title="Tracked background jobs", version="0.1.0", path="/schema"),
+        request_max_body_size=settings.max_request_body,
+    )

@@ -1,0 +1,175 @@
+"""Settings read from the environment once, and the plugin configs built from them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from advanced_alchemy.extensions.litestar import (
+    AlembicAsyncConfig,
+    AsyncSessionConfig,
+    EngineConfig,
+    SQLAlchemyAsyncConfig,
+)
+from litestar.logging.config import (
+    LoggingConfig,
+    StructLoggingConfig,
+    default_logger_factory,
+    default_structlog_processors,
+)
+from litestar_saq import SAQConfig
+
+# The project root holds db/migrations; src/app/config.py is two folders below it.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+def _env_int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _env_bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+def _async_database_url(url: str) -> str:
+    """Accept the usual postgres:// spellings and pin the asyncpg driver."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise SettingsError(f"DATABASE_URL must be a postgresql:// URL, got {url!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment; see the README's configuration table."""
+
+    database_url: str = "postgresql+asyncpg://user:password@localhost:5432/app_db"
+    redis_url: str = "redis://localhost:6379/0"
+    queue_name: str = "background-jobs"
+    worker_concurrency: int = 10
+    job_timeout: int = 60
+    shutdown_grace_period: int = 10
+    db_pool_size: int = 10
+    log_level: str = "INFO"
+    log_json: bool = field(default_factory=lambda: not sys.stderr.isatty())
+    saq_web_enabled: bool = True
+    max_request_body: int = 64 * 1024
+    migrations_path: Path = PROJECT_ROOT / "db" / "migrations"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        defaults = cls()
+        log_level = env.get("LOG_LEVEL", defaults.log_level).upper()
+        if log_level not in logging.getLevelNamesMapping():
+            raise SettingsError(f"LOG_LEVEL must be a logging level name, got {log_level!r}")
+        return cls(
+            database_url=_async_database_url(env.get("DATABASE_URL") or defaults.database_url),
+            redis_url=env.get("REDIS_URL") or defaults.redis_url,
+            queue_name=env.get("SAQ_QUEUE_NAME") or defaults.queue_name,
+            worker_concurrency=_env_int(
+                env, "WORKER_CONCURRENCY", defaults.worker_concurrency, minimum=1
+            ),
+            job_timeout=_env_int(env, "JOB_TIMEOUT", defaults.job_timeout, minimum=1),
+            shutdown_grace_period=_env_int(
+                env, "WORKER_SHUTDOWN_GRACE_PERIOD", defaults.shutdown_grace_period
+            ),
+            db_pool_size=_env_int(env, "DB_POOL_SIZE", defaults.db_pool_size, minimum=1),
+            log_level=log_level,
+            log_json=_env_bool(env, "LOG_JSON", defaults.log_json),
+            saq_web_enabled=_env_bool(env, "SAQ_WEB_ENABLED", defaults.saq_web_enabled),
+            max_request_body=_env_int(
+                env, "MAX_REQUEST_BODY", defaults.max_request_body, minimum=1024
+            ),
+            migrations_path=Path(env.get("MIGRATIONS_PATH") or defaults.migrations_path),
+        )
+
+    def engine_options(self) -> dict[str, Any]:
+        return {
+            "pool_size": self.db_pool_size,
+            "max_overflow": self.db_pool_size,
+            "pool_pre_ping": True,
+        }
+
+
+def logging_config(settings: Settings) -> StructLoggingConfig:
+    """structlog for our lines and for stdlib loggers (SAQ, uvicorn): JSON unless on a TTY."""
+    level = logging.getLevelNamesMapping()[settings.log_level]
+    as_json = settings.log_json
+    return StructLoggingConfig(
+        processors=default_structlog_processors(as_json=as_json),
+        logger_factory=default_logger_factory(as_json=as_json),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        log_exceptions="always",
+        standard_lib_logging_config=LoggingConfig(
+            root={"level": settings.log_level, "handlers": ["queue_listener"]},
+            formatters={
+                "standard": {
+                    "()": structlog.stdlib.ProcessorFormatter,
+                    "foreign_pre_chain": [
+                        structlog.processors.TimeStamper(fmt="iso"),
+                        structlog.stdlib.add_log_level,
+                        structlog.stdlib.ExtraAdder(),
+                    ],
+                    # format_exc_info: SAQ logs failures with logger.exception(...).
+                    "processors": [
+                        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                        structlog.processors.format_exc_info,
+                        structlog.processors.JSONRenderer()
+                        if as_json
+                        else structlog.dev.ConsoleRenderer(colors=False),
+                    ],
+                }
+            },
+            # SAQ's own per-job info lines repeat our "job started"/"job finished" lines.
+            loggers={"saq": {"level": max(level, logging.WARNING), "propagate": True}},
+        ),
+    )
+
+
+def sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
+    return SQLAlchemyAsyncConfig(
+        connection_string=settings.database_url,
+        engine_config=EngineConfig(**settings.engine_options()),
+        session_config=AsyncSessionConfig(expire_on_commit=False),
+        # Lifecycle writes commit explicitly (the row must be committed before the enqueue).
+        before_send_handler="autocommit",
+        alembic_config=AlembicAsyncConfig(script_location=str(settings.migrations_path)),
+        create_all=False,
+    )
+
+
+def saq_config(settings: Settings) -> SAQConfig:
+    from app.worker.settings import queue_config
+
+    return SAQConfig(
+        queue_configs=[queue_config(settings)],
+        web_enabled=settings.saq_web_enabled,
+        web_path="/saq",
+        use_server_lifespan=False,
+    )

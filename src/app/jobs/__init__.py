@@ -1,0 +1,1 @@
+"""The tracked-job domain: statuses, the lifecycle service, its API."""

@@ -1,0 +1,29 @@
+"""How a request gets its `BackgroundJobService`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from litestar_saq import TaskQueues
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.jobs.services import BackgroundJobService, Enqueuer
+from app.worker.settings import REGISTRY
+
+
+def jobs_service_provider(
+    settings: Settings,
+) -> Callable[[AsyncSession, TaskQueues], Coroutine[Any, Any, BackgroundJobService]]:
+    async def provide_jobs_service(
+        db_session: AsyncSession, task_queues: TaskQueues
+    ) -> BackgroundJobService:
+        enqueuer = Enqueuer(
+            queue=task_queues.get(settings.queue_name),
+            registry=REGISTRY,
+            default_timeout=settings.job_timeout,
+        )
+        return BackgroundJobService(session=db_session, enqueuer=enqueuer)
+
+    return provide_jobs_service

@@ -1,0 +1,65 @@
+"""How failures of the database or the queue reach a client: a 503 with a JSON body, never a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import redis.exceptions
+import sqlalchemy.exc
+import structlog
+from advanced_alchemy.exceptions import AdvancedAlchemyError
+from litestar import Request, Response
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.types import ExceptionHandlersMap
+
+from app.jobs.services import QueueUnavailableError
+
+log = structlog.get_logger("app.api")
+
+_DATABASE_DOWN = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    OSError,
+)
+_QUEUE_DOWN = (QueueUnavailableError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _error_response(status_code: int, detail: str) -> Response[dict[str, Any]]:
+    return Response({"status_code": status_code, "detail": detail}, status_code=status_code)
+
+
+def unavailable_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    chain = _causes(exc)
+    if any(isinstance(cause, _QUEUE_DOWN) for cause in chain):
+        log.warning("queue unavailable", path=request.url.path, error=str(exc))
+        return _error_response(HTTP_503_SERVICE_UNAVAILABLE, "job queue unavailable, try again later")
+    if any(isinstance(cause, _DATABASE_DOWN) for cause in chain):
+        log.warning("database unavailable", path=request.url.path, error=str(exc))
+        return _error_response(HTTP_503_SERVICE_UNAVAILABLE, "database unavailable, try again later")
+    log.exception("unexpected storage error", path=request.url.path)
+    return _error_response(HTTP_500_INTERNAL_SERVER_ERROR, "Internal Server Error")
+
+
+def exception_handlers() -> ExceptionHandlersMap:
+    return {
+        QueueUnavailableError: unavailable_handler,
+        redis.exceptions.RedisError: unavailable_handler,
+        sqlalchemy.exc.SQLAlchemyError: unavailable_handler,
+        AdvancedAlchemyError: unavailable_handler,
+        asyncpg.PostgresError: unavailable_handler,
+        OSError: unavailable_handler,
+    }

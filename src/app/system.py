@@ -1,0 +1,33 @@
+"""Health of the API and what it depends on, for load balancers and compose health checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Response, get
+from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
+from litestar_saq import TaskQueues
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+@get("/health", tags=["system"])
+async def health(db_session: AsyncSession, task_queues: TaskQueues) -> Response[dict[str, Any]]:
+    """`200` when PostgreSQL and Redis both answer, else `503` naming what is down."""
+    checks: dict[str, str] = {}
+    try:
+        await db_session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    try:
+        for queue in task_queues.queues.values():
+            await queue.redis.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"unavailable: {type(exc).__name__}"
+    healthy = all(value == "ok" for value in checks.values())
+    return Response(
+        {"status": "ok" if healthy else "degraded", **checks},
+        status_code=HTTP_200_OK if healthy else HTTP_503_SERVICE_UNAVAILABLE,
+    )

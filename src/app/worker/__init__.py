@@ -1,0 +1,1 @@
+"""The SAQ worker: queue configuration, lifecycle hooks and task functions."""
