@@ -23,10 +23,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     return Litestar(
         route_handlers=[TaskController, JobController, health],
-        plugins=[SQLAlchemyPlugin(config=sqlalchemy_config(settings)), SAQPlugin(saq_config(settings))],
+        plugins=[
+            SQLAlchemyPlugin(config=sqlalchemy_config(settings)),
+            SAQPlugin(saq_config(settings)),
+        ],
         dependencies={"jobs_service": Provide(jobs_service_provider(settings))},
         exception_handlers=exception_handlers(),
         logging_config=logging_config(settings),
-        openapi_config=OpenAPIConfig(title="Tracked background jobs", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="Tracked background jobs", version="0.1.0", path="/schema"
+        ),
         request_max_body_size=settings.max_request_body,
     )

@@ -19,8 +19,6 @@ from advanced_alchemy.extensions.litestar import (
 from litestar.logging.config import (
     LoggingConfig,
     StructLoggingConfig,
-    default_logger_factory,
-    default_structlog_processors,
 )
 from litestar_saq import SAQConfig
 
@@ -121,9 +119,20 @@ def logging_config(settings: Settings) -> StructLoggingConfig:
     """structlog for our lines and for stdlib loggers (SAQ, uvicorn): JSON unless on a TTY."""
     level = logging.getLevelNamesMapping()[settings.log_level]
     as_json = settings.log_json
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+    )
     return StructLoggingConfig(
-        processors=default_structlog_processors(as_json=as_json),
-        logger_factory=default_logger_factory(as_json=as_json),
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        logger_factory=structlog.WriteLoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(level),
         log_exceptions="always",
         standard_lib_logging_config=LoggingConfig(
@@ -140,9 +149,7 @@ def logging_config(settings: Settings) -> StructLoggingConfig:
                     "processors": [
                         structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                         structlog.processors.format_exc_info,
-                        structlog.processors.JSONRenderer()
-                        if as_json
-                        else structlog.dev.ConsoleRenderer(colors=False),
+                        renderer,
                     ],
                 }
             },

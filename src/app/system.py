@@ -22,7 +22,7 @@ async def health(db_session: AsyncSession, task_queues: TaskQueues) -> Response[
         checks["database"] = f"unavailable: {type(exc).__name__}"
     try:
         for queue in task_queues.queues.values():
-            await queue.redis.ping()
+            await queue.count("queued")
         checks["redis"] = "ok"
     except Exception as exc:
         checks["redis"] = f"unavailable: {type(exc).__name__}"

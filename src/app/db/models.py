@@ -50,6 +50,4 @@ class BackgroundJob(UUIDv7AuditBase):
     project_id: Mapped[UUID | None] = mapped_column(nullable=True)
     worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
-    completed_at: Mapped[datetime | None] = mapped_column(
-        DateTimeUTC(timezone=True), nullable=True
-    )
+    completed_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)

@@ -24,7 +24,7 @@ from app.worker import tasks
 
 class TaskController(Controller):
     path = "/api/v1/tasks"
-    tags = ["tasks"]
+    tags = ("tasks",)
 
     @post("/trigger-test", status_code=HTTP_202_ACCEPTED)
     async def trigger_test(
@@ -52,7 +52,7 @@ def _parse_job_id(job_id: str) -> UUID:
 
 class JobController(Controller):
     path = "/api/v1/jobs"
-    tags = ["jobs"]
+    tags = ("jobs",)
 
     @get("/{job_id:str}")
     async def get_job(self, job_id: str, jobs_service: BackgroundJobService) -> JobRead:

@@ -26,7 +26,11 @@ _DATABASE_DOWN = (
     asyncpg.exceptions.ConnectionDoesNotExistError,
     OSError,
 )
-_QUEUE_DOWN = (QueueUnavailableError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+_QUEUE_DOWN = (
+    QueueUnavailableError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -42,14 +46,20 @@ def _error_response(status_code: int, detail: str) -> Response[dict[str, Any]]:
     return Response({"status_code": status_code, "detail": detail}, status_code=status_code)
 
 
-def unavailable_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+def unavailable_handler(
+    request: Request[Any, Any, Any], exc: Exception
+) -> Response[dict[str, Any]]:
     chain = _causes(exc)
     if any(isinstance(cause, _QUEUE_DOWN) for cause in chain):
         log.warning("queue unavailable", path=request.url.path, error=str(exc))
-        return _error_response(HTTP_503_SERVICE_UNAVAILABLE, "job queue unavailable, try again later")
+        return _error_response(
+            HTTP_503_SERVICE_UNAVAILABLE, "job queue unavailable, try again later"
+        )
     if any(isinstance(cause, _DATABASE_DOWN) for cause in chain):
         log.warning("database unavailable", path=request.url.path, error=str(exc))
-        return _error_response(HTTP_503_SERVICE_UNAVAILABLE, "database unavailable, try again later")
+        return _error_response(
+            HTTP_503_SERVICE_UNAVAILABLE, "database unavailable, try again later"
+        )
     log.exception("unexpected storage error", path=request.url.path)
     return _error_response(HTTP_500_INTERNAL_SERVER_ERROR, "Internal Server Error")
 

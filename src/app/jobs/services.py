@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID, uuid4
 
 from advanced_alchemy.filters import LimitOffset, OrderBy
@@ -35,7 +35,7 @@ class QueueUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class Enqueuer:
-    """What enqueueing needs besides the database: the queue, the known tasks, the default timeout."""
+    """What enqueueing needs besides the database: queue, known tasks, default timeout."""
 
     queue: Queue
     registry: TaskRegistry
@@ -73,7 +73,7 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
 
     @property
     def session(self) -> AsyncSession:
-        return self.repository.session  # type: ignore[return-value]
+        return cast("AsyncSession", self.repository.session)
 
     async def enqueue(
         self,

@@ -7,15 +7,16 @@ decided there. A failed report is logged and never fails the job itself.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 import structlog
 from litestar_saq import QueueConfig
+from saq.types import Context
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from app.config import Settings
 from app.jobs.registry import TaskRegistry
 from app.jobs.services import BackgroundJobService, epoch_ms_to_datetime
 from app.jobs.states import from_saq
@@ -25,14 +26,17 @@ from app.worker import tasks
 TASKS = (tasks.trigger_test,)
 REGISTRY = TaskRegistry(TASKS)
 
+if TYPE_CHECKING:
+    from app.config import Settings
+
 log = structlog.get_logger("app.worker")
 
 
-def queue_config(settings: Settings) -> QueueConfig:
+def queue_config(settings: Settings, registry: TaskRegistry = REGISTRY) -> QueueConfig:
     return QueueConfig(
         dsn=settings.redis_url,
         name=settings.queue_name,
-        tasks=REGISTRY.functions,
+        tasks=registry.functions,
         concurrency=settings.worker_concurrency,
         # partials of module functions, so the config survives pickling into child processes.
         startup=partial(startup, settings=settings),
@@ -43,39 +47,47 @@ def queue_config(settings: Settings) -> QueueConfig:
     )
 
 
-async def startup(ctx: dict[str, Any], *, settings: Settings) -> None:
+def _state(ctx: Context) -> dict[str, Any]:
+    """SAQ's ctx is one dict shared by startup, hooks and task; our keys sit beside its own."""
+    return cast("dict[str, Any]", ctx)
+
+
+async def startup(ctx: Context, *, settings: Settings) -> None:
     engine = create_async_engine(settings.database_url, **settings.engine_options())
-    ctx["db_engine"] = engine
-    ctx["db_sessions"] = async_sessionmaker(engine, expire_on_commit=False)
+    _state(ctx)["db_engine"] = engine
+    _state(ctx)["db_sessions"] = async_sessionmaker(engine, expire_on_commit=False)
     log.info("worker started", queue=settings.queue_name, concurrency=settings.worker_concurrency)
 
 
-async def shutdown(ctx: dict[str, Any]) -> None:
-    engine: AsyncEngine | None = ctx.get("db_engine")
+async def shutdown(ctx: Context) -> None:
+    engine: AsyncEngine | None = _state(ctx).get("db_engine")
     if engine is not None:
         await engine.dispose()
 
 
-async def before_process(ctx: dict[str, Any]) -> None:
-    job = ctx["job"]
-    ctx["started_monotonic"] = time.monotonic()
+async def before_process(ctx: Context) -> None:
+    state = _state(ctx)
+    job = state["job"]
+    state["started_monotonic"] = time.monotonic()
     log.info("job started", job_id=job.key, task=job.function, attempt=job.attempts)
     try:
-        async with ctx["db_sessions"]() as session:
+        async with state["db_sessions"]() as session:
             await BackgroundJobService(session).mark_running(
                 UUID(job.key),
                 attempt=job.attempts,
                 worker_id=job.worker_id,
-                started_at=epoch_ms_to_datetime(job.started),
+                started_at=epoch_ms_to_datetime(job.started) or datetime.now(UTC),
             )
     except Exception:
         log.exception("could not record job start", job_id=job.key)
 
 
-async def after_process(ctx: dict[str, Any]) -> None:
-    job = ctx["job"]
-    exception = ctx.get("exception")
-    duration_ms = round((time.monotonic() - ctx.get("started_monotonic", time.monotonic())) * 1000)
+async def after_process(ctx: Context) -> None:
+    state = _state(ctx)
+    job = state["job"]
+    exception = state.get("exception")
+    started = state.get("started_monotonic", time.monotonic())
+    duration_ms = round((time.monotonic() - started) * 1000)
     status = from_saq(job.status)
     fields: dict[str, Any] = {
         "job_id": job.key,
@@ -88,7 +100,7 @@ async def after_process(ctx: dict[str, Any]) -> None:
         fields["error"] = f"{type(exception).__name__}: {exception}"
     log.info("job finished", **fields)
     try:
-        async with ctx["db_sessions"]() as session:
+        async with state["db_sessions"]() as session:
             await BackgroundJobService(session).record_outcome(job, exception)
     except Exception:
         log.exception("could not record job outcome", job_id=job.key)

@@ -1,0 +1,49 @@
+# Every target sets itself up: Python deps with uv (on this machine's Python, no downloads),
+# the PostgreSQL/Redis server packages with apt-get when run as root.
+SHELL := /bin/bash
+UV := $(shell scripts/ensure-uv.sh)
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON_PREFERENCE := only-system
+RUN := $(UV) run --locked
+LITESTAR := $(RUN) litestar --app app.asgi:create_app
+
+.PHONY: help install system-deps dev up down migrate test lint format bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+
+install: ## install the Python dependencies into .venv (uv, locked)
+	$(UV) sync --locked
+
+system-deps: ## install the PostgreSQL and Redis server packages if missing (root on Debian/Ubuntu)
+	scripts/install-system-deps.sh
+
+dev: install system-deps ## run PostgreSQL, Redis, migrations, the API on :8000 and a worker, natively
+	$(RUN) python scripts/dev.py
+
+up: ## run everything in Docker: docker compose up --build
+	docker compose up --build
+
+down: ## stop the Docker services
+	docker compose down
+
+migrate: install ## apply the Alembic migrations to DATABASE_URL
+	$(LITESTAR) database upgrade --no-prompt
+
+test: install system-deps ## run the whole test suite on throwaway PostgreSQL and Redis servers
+	$(RUN) pytest $(PYTEST_ARGS)
+
+lint: install ## ruff (lint + format check), mypy, hadolint on the Dockerfile, the Compose spec on docker-compose.yml
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+	$(RUN) hadolint Dockerfile
+	$(RUN) check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+
+format: install ## apply ruff's fixes and formatting
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+clean: ## stop the servers `make dev` started and delete their data (.local/)
+	-$(RUN) python scripts/local_servers.py down --dir .local
+	rm -rf .local

@@ -1,0 +1,56 @@
+"""Session fixtures: real PostgreSQL and Redis, migrated with the real Alembic migrations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from app.config import Settings
+from tests.support import (
+    Servers,
+    create_database,
+    drop_database,
+    migrate,
+    start_servers,
+    make_settings,
+)
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    with start_servers() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def database_url(servers: Servers) -> Iterator[str]:
+    """A fresh database for this test session, migrated to head."""
+    name = create_database(servers)
+    url = servers.database_url(name)
+    migrate(url)
+    yield url
+    drop_database(servers, name)
+
+
+@pytest.fixture
+def settings(database_url: str, servers: Servers) -> Settings:
+    """Settings for one test: its own queue name, so tests never see each other's jobs."""
+    return make_settings(database_url, servers.redis_url)
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(settings.database_url)
+    async with engine.begin() as connection:
+        await connection.execute(text("TRUNCATE background_jobs"))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    async with async_sessionmaker(engine, expire_on_commit=False)() as session:
+        yield session
