@@ -6,16 +6,21 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from app.config import Settings
 from tests.support import (
     Servers,
     create_database,
     drop_database,
+    make_settings,
     migrate,
     start_servers,
-    make_settings,
 )
 
 

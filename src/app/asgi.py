@@ -10,9 +10,8 @@ from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
-from litestar_saq import SAQPlugin
 
-from app.config import Settings, logging_config, saq_config, sqlalchemy_config
+from app.config import SAQPlugin, Settings, logging_config, saq_config, sqlalchemy_config
 from app.jobs.controllers import JobController, TaskController
 from app.jobs.dependencies import jobs_service_provider
 from app.jobs.errors import exception_handlers

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import litestar_saq
 import structlog
 from advanced_alchemy.extensions.litestar import (
     AlembicAsyncConfig,
@@ -16,6 +17,7 @@ from advanced_alchemy.extensions.litestar import (
     EngineConfig,
     SQLAlchemyAsyncConfig,
 )
+from litestar.config.app import AppConfig
 from litestar.logging.config import (
     LoggingConfig,
     StructLoggingConfig,
@@ -135,6 +137,8 @@ def logging_config(settings: Settings) -> StructLoggingConfig:
         logger_factory=structlog.WriteLoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(level),
         log_exceptions="always",
+        # A client's mistake is answered with a 4xx; its stack trace is noise in the log.
+        disable_stack_trace={400, 404, 405, 409, 413, 422, 503},
         standard_lib_logging_config=LoggingConfig(
             root={"level": settings.log_level, "handlers": ["queue_listener"]},
             formatters={
@@ -169,6 +173,24 @@ def sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
         alembic_config=AlembicAsyncConfig(script_location=str(settings.migrations_path)),
         create_all=False,
     )
+
+
+class SAQPlugin(litestar_saq.SAQPlugin):
+    """litestar-saq's plugin without the worker start-up hooks it adds to the API process.
+
+    Workers run in their own process (`litestar workers run`); in the API those hooks would
+    only start an idle heartbeat thread and bind worker fields to every API log line.
+    """
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        app_config = super().on_app_init(app_config)
+        worker_hooks = set()
+        for worker in self.get_workers().values():
+            if worker.separate_process:
+                worker_hooks |= {worker.on_app_startup, worker.on_app_shutdown}
+        app_config.on_startup = [h for h in app_config.on_startup if h not in worker_hooks]
+        app_config.on_shutdown = [h for h in app_config.on_shutdown if h not in worker_hooks]
+        return app_config
 
 
 def saq_config(settings: Settings) -> SAQConfig:

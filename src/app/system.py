@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Response, get
+from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from litestar_saq import TaskQueues
 from sqlalchemy import text
@@ -12,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 
 @get("/health", tags=["system"])
-async def health(db_session: AsyncSession, task_queues: TaskQueues) -> Response[dict[str, Any]]:
+async def health(
+    db_session: NamedDependency[AsyncSession], task_queues: NamedDependency[TaskQueues]
+) -> Response[dict[str, Any]]:
     """`200` when PostgreSQL and Redis both answer, else `503` naming what is down."""
     checks: dict[str, str] = {}
     try:

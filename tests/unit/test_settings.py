@@ -49,7 +49,7 @@ def test_values_are_read_from_the_environment() -> None:
         ("DATABASE_URL", "mysql://x", "postgresql://"),
     ],
 )
-def test_bad_values_are_refused_with_the_variable_named(name: str, value: str, message: str) -> None:
+def test_bad_values_are_refused_naming_the_variable(name: str, value: str, message: str) -> None:
     with pytest.raises(SettingsError, match=message) as raised:
         Settings.from_env({name: value})
     assert name in str(raised.value)

@@ -6,6 +6,7 @@ from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, get, post
+from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_202_ACCEPTED
@@ -28,7 +29,7 @@ class TaskController(Controller):
 
     @post("/trigger-test", status_code=HTTP_202_ACCEPTED)
     async def trigger_test(
-        self, data: TriggerTestRequest, jobs_service: BackgroundJobService
+        self, data: TriggerTestRequest, jobs_service: NamedDependency[BackgroundJobService]
     ) -> JobAccepted:
         """Queue the test task; the job's row exists and the job is queued when this answers."""
         job = await jobs_service.enqueue(
@@ -55,7 +56,9 @@ class JobController(Controller):
     tags = ("jobs",)
 
     @get("/{job_id:str}")
-    async def get_job(self, job_id: str, jobs_service: BackgroundJobService) -> JobRead:
+    async def get_job(
+        self, job_id: str, jobs_service: NamedDependency[BackgroundJobService]
+    ) -> JobRead:
         """What happened to one job: its status, timestamps, attempts, result and error."""
         row = await jobs_service.get_by_job_id(_parse_job_id(job_id))
         if row is None:
@@ -65,7 +68,7 @@ class JobController(Controller):
     @get("/")
     async def list_jobs(
         self,
-        jobs_service: BackgroundJobService,
+        jobs_service: NamedDependency[BackgroundJobService],
         status: JobStatus | None = None,
         task_name: str | None = None,
         user_id: UUID | None = None,

@@ -10,6 +10,7 @@ import sqlalchemy.exc
 import structlog
 from advanced_alchemy.exceptions import AdvancedAlchemyError
 from litestar import Request, Response
+from litestar.exceptions import ClientException, SerializationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import ExceptionHandlersMap
 
@@ -64,8 +65,22 @@ def unavailable_handler(
     return _error_response(HTTP_500_INTERNAL_SERVER_ERROR, "Internal Server Error")
 
 
+def client_error_handler(
+    request: Request[Any, Any, Any], exc: ClientException
+) -> Response[dict[str, Any]]:
+    """Litestar's 4xx body, with a plain reason when the body is not JSON at all."""
+    detail = exc.detail
+    if isinstance(exc.__cause__, SerializationException):
+        detail = f"request body is not valid JSON: {exc.detail}"
+    content: dict[str, Any] = {"status_code": exc.status_code, "detail": detail}
+    if exc.extra:
+        content["extra"] = exc.extra
+    return Response(content, status_code=exc.status_code, headers=exc.headers)
+
+
 def exception_handlers() -> ExceptionHandlersMap:
     return {
+        ClientException: client_error_handler,
         QueueUnavailableError: unavailable_handler,
         redis.exceptions.RedisError: unavailable_handler,
         sqlalchemy.exc.SQLAlchemyError: unavailable_handler,

@@ -148,7 +148,7 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
             )
             if value is not None
         ]
-        rows, total = await self.list_and_count(
+        rows, total = await self.get_many_and_count(
             *conditions,
             LimitOffset(limit=limit, offset=offset),
             OrderBy(field_name="created_at", sort_order="desc"),

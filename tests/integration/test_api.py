@@ -1,0 +1,223 @@
+"""The HTTP API on real PostgreSQL and Redis: trigger, reads, and every kind of bad input."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from litestar.testing import AsyncTestClient
+from saq.job import Status
+from saq.queue import Queue
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.asgi import create_app
+from app.config import Settings
+from app.db.models import BackgroundJob
+from tests.support import free_port
+
+TRIGGER = "/api/v1/tasks/trigger-test"
+SEED_BODY = {"message": "Test message", "user_id": None, "project_id": None}
+
+
+async def count_rows(session: AsyncSession) -> int:
+    session.expire_all()
+    count = int(await session.scalar(select(func.count()).select_from(BackgroundJob)) or 0)
+    await session.commit()
+    return count
+
+
+async def test_the_seed_request_is_accepted_with_the_exact_body(
+    client: AsyncTestClient[Any], session: AsyncSession, queue: Queue
+) -> None:
+    response = await client.post(TRIGGER, json=SEED_BODY)
+    assert response.status_code == 202
+    body = response.json()
+    assert set(body) == {"message", "job_id"}
+    assert body["message"] == "Test task accepted and queued for processing"
+    job_id = UUID(body["job_id"])
+
+    # No worker runs here: what the response promised must already be true.
+    session.expire_all()
+    row = await session.scalar(select(BackgroundJob).where(BackgroundJob.job_id == job_id))
+    assert row is not None
+    assert (row.status, row.task_name, row.user_id, row.project_id) == (
+        "queued",
+        "trigger_test",
+        None,
+        None,
+    )
+    assert row.arguments == {"message": "Test message", "sleep_seconds": 0.1, "fail": False}
+    job = await queue.job(str(job_id))
+    assert job is not None
+    assert job.status == Status.QUEUED
+
+
+async def test_user_and_project_ids_and_the_demo_fields_are_recorded(
+    client: AsyncTestClient[Any], session: AsyncSession
+) -> None:
+    user_id, project_id = uuid4(), uuid4()
+    response = await client.post(
+        TRIGGER,
+        json={
+            "message": "m",
+            "user_id": str(user_id),
+            "project_id": str(project_id),
+            "sleep_seconds": 2.5,
+            "fail": True,
+        },
+    )
+    assert response.status_code == 202
+    job = (await client.get(f"/api/v1/jobs/{response.json()['job_id']}")).json()
+    assert (job["user_id"], job["project_id"]) == (str(user_id), str(project_id))
+    assert job["arguments"] == {"message": "m", "sleep_seconds": 2.5, "fail": True}
+
+
+async def test_a_job_can_be_read_back_by_its_id(client: AsyncTestClient[Any]) -> None:
+    job_id = (await client.post(TRIGGER, json=SEED_BODY)).json()["job_id"]
+    response = await client.get(f"/api/v1/jobs/{job_id}")
+    assert response.status_code == 200
+    job = response.json()
+    assert job["job_id"] == job_id
+    assert (job["status"], job["attempts"]) == ("queued", 0)
+    assert (job["result"], job["error"], job["started_at"], job["completed_at"]) == (None,) * 4
+    assert job["created_at"]
+
+
+async def test_an_unknown_job_id_is_404_and_a_malformed_one_400(
+    client: AsyncTestClient[Any],
+) -> None:
+    missing = await client.get(f"/api/v1/jobs/{uuid4()}")
+    assert missing.status_code == 404
+    assert "no job" in missing.json()["detail"]
+    malformed = await client.get("/api/v1/jobs/not-a-uuid")
+    assert malformed.status_code == 400
+    assert "job_id must be a UUID" in malformed.json()["detail"]
+
+
+async def test_jobs_can_be_listed_newest_first_and_filtered(client: AsyncTestClient[Any]) -> None:
+    user_id = uuid4()
+    mine = [
+        (await client.post(TRIGGER, json={"message": str(i), "user_id": str(user_id)})).json()[
+            "job_id"
+        ]
+        for i in range(3)
+    ]
+    await client.post(TRIGGER, json={"message": "someone else"})
+
+    page = (await client.get("/api/v1/jobs", params={"user_id": str(user_id)})).json()
+    assert page["total"] == 3
+    assert [item["job_id"] for item in page["items"]] == list(reversed(mine))
+
+    limited = (await client.get("/api/v1/jobs", params={"limit": 1, "offset": 1})).json()
+    assert (limited["total"], len(limited["items"])) == (4, 1)
+    queued = (await client.get("/api/v1/jobs", params={"status": "queued"})).json()
+    assert queued["total"] == 4
+    complete = (await client.get("/api/v1/jobs", params={"status": "complete"})).json()
+    assert complete["total"] == 0
+    bad = await client.get("/api/v1/jobs", params={"status": "exploded"})
+    assert bad.status_code == 400
+
+
+BAD_BODIES: list[tuple[str, bytes, str]] = [
+    ("malformed JSON", b'{"message": "Test message",', "not valid JSON"),
+    ("not an object", b'["Test message"]', "object"),
+    ("empty body", b"", ""),
+    ("missing message", b'{"user_id": null}', "message"),
+    ("message of the wrong type", b'{"message": 42}', "message"),
+    ("empty message", b'{"message": ""}', "message"),
+    ("user_id not a UUID", b'{"message": "m", "user_id": "bob"}', "user_id"),
+    ("project_id not a UUID", b'{"message": "m", "project_id": 12}', "project_id"),
+    ("sleep_seconds below 0", b'{"message": "m", "sleep_seconds": -1}', "sleep_seconds"),
+    ("sleep_seconds above 300", b'{"message": "m", "sleep_seconds": 301}', "sleep_seconds"),
+    ("sleep_seconds not a number", b'{"message": "m", "sleep_seconds": "long"}', "sleep_seconds"),
+    ("fail not a boolean", b'{"message": "m", "fail": "yes"}', "fail"),
+    ("unknown field", b'{"message": "m", "sleep_second": 1}', "sleep_second"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "mentions"), BAD_BODIES, ids=[c[0] for c in BAD_BODIES])
+async def test_bad_input_is_a_400_with_a_json_reason_and_nothing_is_written(
+    client: AsyncTestClient[Any],
+    session: AsyncSession,
+    queue: Queue,
+    case: str,
+    body: bytes,
+    mentions: str,
+) -> None:
+    response = await client.post(
+        TRIGGER, content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    payload = response.json()
+    assert payload["status_code"] == 400
+    assert mentions.lower() in response.text.lower()
+    assert await count_rows(session) == 0
+    assert await queue.count("queued") == 0
+
+
+async def test_an_oversized_body_is_413_and_nothing_is_written(
+    client: AsyncTestClient[Any], session: AsyncSession, settings: Settings
+) -> None:
+    huge = b'{"message": "' + b"x" * (settings.max_request_body + 1) + b'"}'
+    response = await client.post(
+        TRIGGER, content=huge, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["status_code"] == 413
+    assert await count_rows(session) == 0
+
+
+async def test_with_redis_down_the_trigger_is_503_and_leaves_no_row(
+    settings: Settings, session: AsyncSession, engine: Any
+) -> None:
+    dead_redis = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    async with AsyncTestClient(app=create_app(dead_redis)) as client:
+        response = await client.post(TRIGGER, json=SEED_BODY)
+    assert response.status_code == 503
+    assert "queue unavailable" in response.json()["detail"]
+    assert await count_rows(session) == 0
+
+
+async def test_with_postgres_down_the_api_is_503_and_enqueues_nothing(
+    settings: Settings, queue: Queue
+) -> None:
+    dead_db = replace(
+        settings, database_url=f"postgresql+asyncpg://user:password@127.0.0.1:{free_port()}/app_db"
+    )
+    async with AsyncTestClient(app=create_app(dead_db)) as client:
+        trigger = await client.post(TRIGGER, json=SEED_BODY)
+        read = await client.get(f"/api/v1/jobs/{uuid4()}")
+        health = await client.get("/health")
+    assert trigger.status_code == 503
+    assert "database unavailable" in trigger.json()["detail"]
+    assert read.status_code == 503
+    assert health.status_code == 503
+    assert health.json()["database"].startswith("unavailable")
+    assert await queue.count("queued") == 0
+
+
+async def test_health_is_ok_when_both_servers_answer(client: AsyncTestClient[Any]) -> None:
+    response = await client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "redis": "ok"}
+
+
+async def test_the_saq_web_ui_shows_the_queue_and_the_job(
+    client: AsyncTestClient[Any], settings: Settings
+) -> None:
+    job_id = (await client.post(TRIGGER, json=SEED_BODY)).json()["job_id"]
+    page = await client.get("/saq")
+    assert page.status_code == 200
+    assert "text/html" in page.headers["content-type"]
+    queues = (await client.get("/saq/api/queues")).json()["queues"]
+    assert settings.queue_name in [q["name"] for q in queues]
+    job = (await client.get(f"/saq/api/queues/{settings.queue_name}/jobs/{job_id}")).json()
+    assert job["job"]["key"] == job_id
+
+
+async def test_the_openapi_schema_documents_the_endpoints(client: AsyncTestClient[Any]) -> None:
+    schema = (await client.get("/schema/openapi.json")).json()
+    assert {TRIGGER, "/api/v1/jobs/{job_id}", "/api/v1/jobs"} <= set(schema["paths"])
