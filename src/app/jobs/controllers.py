@@ -8,7 +8,7 @@ from uuid import UUID
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from app.jobs.schemas import (
@@ -57,7 +57,7 @@ class JobController(Controller):
 
     @get("/{job_id:str}")
     async def get_job(
-        self, job_id: str, jobs_service: NamedDependency[BackgroundJobService]
+        self, job_id: FromPath[str], jobs_service: NamedDependency[BackgroundJobService]
     ) -> JobRead:
         """What happened to one job: its status, timestamps, attempts, result and error."""
         row = await jobs_service.get_by_job_id(_parse_job_id(job_id))
@@ -69,12 +69,12 @@ class JobController(Controller):
     async def list_jobs(
         self,
         jobs_service: NamedDependency[BackgroundJobService],
-        status: JobStatus | None = None,
-        task_name: str | None = None,
-        user_id: UUID | None = None,
-        project_id: UUID | None = None,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-        offset: Annotated[int, Parameter(ge=0)] = 0,
+        status: FromQuery[JobStatus | None] = None,
+        task_name: FromQuery[str | None] = None,
+        user_id: FromQuery[UUID | None] = None,
+        project_id: FromQuery[UUID | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
     ) -> JobPage:
         """Jobs, newest first, filtered by any of status, task, user and project."""
         rows, total = await jobs_service.list_page(

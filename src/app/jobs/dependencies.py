@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from litestar.di import NamedDependency
 from litestar_saq import TaskQueues
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,7 +18,7 @@ def jobs_service_provider(
     settings: Settings,
 ) -> Callable[[AsyncSession, TaskQueues], Coroutine[Any, Any, BackgroundJobService]]:
     async def provide_jobs_service(
-        db_session: AsyncSession, task_queues: TaskQueues
+        db_session: NamedDependency[AsyncSession], task_queues: NamedDependency[TaskQueues]
     ) -> BackgroundJobService:
         enqueuer = Enqueuer(
             queue=task_queues.get(settings.queue_name),
