@@ -8,7 +8,7 @@ from uuid import UUID
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from app.jobs.schemas import (
@@ -29,7 +29,9 @@ class TaskController(Controller):
 
     @post("/trigger-test", status_code=HTTP_202_ACCEPTED)
     async def trigger_test(
-        self, data: TriggerTestRequest, jobs_service: NamedDependency[BackgroundJobService]
+        self,
+        data: JSONBody[TriggerTestRequest],
+        jobs_service: NamedDependency[BackgroundJobService],
     ) -> JobAccepted:
         """Queue the test task; the job's row exists and the job is queued when this answers."""
         job = await jobs_service.enqueue(
