@@ -10,8 +10,15 @@ from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
+from litestar_saq import SAQPlugin
 
-from app.config import SAQPlugin, Settings, logging_config, saq_config, sqlalchemy_config
+from app.config import (
+    NoWorkersInApiPlugin,
+    Settings,
+    logging_config,
+    saq_config,
+    sqlalchemy_config,
+)
 from app.jobs.controllers import JobController, TaskController
 from app.jobs.dependencies import jobs_service_provider
 from app.jobs.errors import exception_handlers
@@ -20,11 +27,13 @@ from app.system import health
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
+    saq = SAQPlugin(saq_config(settings))
     return Litestar(
         route_handlers=[TaskController, JobController, health],
         plugins=[
             SQLAlchemyPlugin(config=sqlalchemy_config(settings)),
-            SAQPlugin(saq_config(settings)),
+            saq,
+            NoWorkersInApiPlugin(saq),
         ],
         dependencies={"jobs_service": Provide(jobs_service_provider(settings))},
         exception_handlers=exception_handlers(),

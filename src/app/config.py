@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import litestar_saq
 import structlog
 from advanced_alchemy.extensions.litestar import (
     AlembicAsyncConfig,
@@ -18,11 +17,9 @@ from advanced_alchemy.extensions.litestar import (
     SQLAlchemyAsyncConfig,
 )
 from litestar.config.app import AppConfig
-from litestar.logging.config import (
-    LoggingConfig,
-    StructLoggingConfig,
-)
-from litestar_saq import SAQConfig
+from litestar.logging.config import LoggingConfig, StructLoggingConfig
+from litestar.plugins import InitPluginProtocol
+from litestar_saq import SAQConfig, SAQPlugin
 
 # The project root holds db/migrations; src/app/config.py is two folders below it.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -175,17 +172,20 @@ def sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
     )
 
 
-class SAQPlugin(litestar_saq.SAQPlugin):
-    """litestar-saq's plugin without the worker start-up hooks it adds to the API process.
+class NoWorkersInApiPlugin(InitPluginProtocol):
+    """Drops the worker start-up hooks litestar-saq adds to the API process.
 
     Workers run in their own process (`litestar workers run`); in the API those hooks would
     only start an idle heartbeat thread and bind worker fields to every API log line.
+    Listed after `SAQPlugin`, whose hooks are in place by then.
     """
 
+    def __init__(self, saq: SAQPlugin) -> None:
+        self._saq = saq
+
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
-        app_config = super().on_app_init(app_config)
-        worker_hooks = set()
-        for worker in self.get_workers().values():
+        worker_hooks: set[Any] = set()
+        for worker in self._saq.get_workers().values():
             if worker.separate_process:
                 worker_hooks |= {worker.on_app_startup, worker.on_app_shutdown}
         app_config.on_startup = [h for h in app_config.on_startup if h not in worker_hooks]

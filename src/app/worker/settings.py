@@ -69,7 +69,6 @@ async def before_process(ctx: Context) -> None:
     state = _state(ctx)
     job = state["job"]
     state["started_monotonic"] = time.monotonic()
-    log.info("job started", job_id=job.key, task=job.function, attempt=job.attempts)
     try:
         async with state["db_sessions"]() as session:
             await BackgroundJobService(session).mark_running(
@@ -80,27 +79,29 @@ async def before_process(ctx: Context) -> None:
             )
     except Exception:
         log.exception("could not record job start", job_id=job.key)
+    # Logged after the write: whoever reads this line and then the row sees the same status.
+    log.info("job started", job_id=job.key, task=job.function, attempt=job.attempts)
 
 
 async def after_process(ctx: Context) -> None:
     state = _state(ctx)
     job = state["job"]
     exception = state.get("exception")
-    started = state.get("started_monotonic", time.monotonic())
-    duration_ms = round((time.monotonic() - started) * 1000)
-    status = from_saq(job.status)
+    duration_ms = round(
+        (time.monotonic() - state.get("started_monotonic", time.monotonic())) * 1000
+    )
+    try:
+        async with state["db_sessions"]() as session:
+            await BackgroundJobService(session).record_outcome(job, exception)
+    except Exception:
+        log.exception("could not record job outcome", job_id=job.key)
     fields: dict[str, Any] = {
         "job_id": job.key,
         "task": job.function,
-        "status": status.value,
+        "status": from_saq(job.status).value,
         "attempt": job.attempts,
         "duration_ms": duration_ms,
     }
     if exception is not None:
         fields["error"] = f"{type(exception).__name__}: {exception}"
     log.info("job finished", **fields)
-    try:
-        async with state["db_sessions"]() as session:
-            await BackgroundJobService(session).record_outcome(job, exception)
-    except Exception:
-        log.exception("could not record job outcome", job_id=job.key)

@@ -1,0 +1,132 @@
+"""The seed's five steps, as the README tells a new user to run them, on real processes.
+
+`make dev` starts the API and a worker (migrating the empty database first); the README's
+curl command triggers jobs; the worker's lines appear in `make dev`'s output; the README's
+psql query shows the row. Then Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import textwrap
+import time
+import urllib.request
+from typing import Any
+
+from tests.e2e.conftest import Running
+from tests.support import ROOT, Servers, free_port
+
+SEED_QUERY = "SELECT * FROM background_jobs ORDER BY created_at DESC LIMIT 1;"
+
+
+def readme_block_after(marker: str) -> str:
+    """The first fenced block after `marker` in the README."""
+    readme = (ROOT / "README.md").read_text()
+    after = readme.split(marker, 1)[1]
+    block = re.search(r"```[a-z]*\n(.*?)```", after, flags=re.S)
+    assert block is not None, marker
+    return textwrap.dedent(block.group(1)).strip()
+
+
+def run_readme_curl(port: int, body: str | None = None) -> dict[str, Any]:
+    command = readme_block_after("2. Trigger a test task:").replace(
+        "localhost:8000", f"localhost:{port}"
+    )
+    if body is not None:
+        command = re.sub(r"-d '.*'", f"-d '{body}'", command)
+    out = subprocess.run(
+        ["bash", "-c", command + ' -sS -w "\\n%{http_code}"'],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    payload, status = out.rsplit("\n", 1)
+    assert status == "202", out
+    result: dict[str, Any] = json.loads(payload)
+    return result
+
+
+def run_readme_psql(database_url: str) -> str:
+    command = readme_block_after("5. Verify the job record in the database.")
+    assert SEED_QUERY in command
+    command = re.sub(r'psql "[^"]+"', f'psql "{database_url}"', command)
+    return subprocess.run(
+        ["bash", "-c", command], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def wait_until_up(port: int, make_dev: Running) -> None:
+    make_dev.wait_for_line(lambda line: "Ctrl-C stops everything" in line, within=180)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
+def test_make_dev_then_the_seed_steps(
+    servers: Servers, fresh_database_url: str, processes: list[Running]
+) -> None:
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "LOG_JSON"},
+        "DATABASE_URL": fresh_database_url,
+        "REDIS_URL": servers.redis_url,
+        "SAQ_QUEUE_NAME": f"e2e-{port}",
+        "API_PORT": str(port),
+    }
+    make_dev = Running(["make", "dev"], env, "make dev")
+    processes.append(make_dev)
+    wait_until_up(port, make_dev)
+
+    # Steps 2 and 3: the seed's curl, the exact body back.
+    accepted = run_readme_curl(port)
+    assert set(accepted) == {"message", "job_id"}
+    assert accepted["message"] == "Test task accepted and queued for processing"
+    job_id = accepted["job_id"]
+
+    # Step 4: the worker's line for this job, in make dev's output.
+    finished = make_dev.wait_for_line(
+        lambda line: line.startswith("worker |") and "job finished" in line and job_id in line
+    )
+    assert "status=complete" in finished
+    assert "task=trigger_test" in finished
+    assert re.search(r"duration_ms=\d+", finished)
+    assert any("job started" in line and job_id in line for line in make_dev.lines), (
+        "no 'job started' line"
+    )
+
+    # Step 5: the seed's psql query shows the row, complete.
+    row = run_readme_psql(fresh_database_url)
+    assert job_id in row
+    assert "complete" in row
+    assert "Test message" in row
+
+    # The same for a failing job: failed, with the error text.
+    failing = run_readme_curl(port, '{"message": "Test message", "fail": true}')
+    make_dev.wait_for_line(lambda line: "job finished" in line and failing["job_id"] in line)
+    row = run_readme_psql(fresh_database_url)
+    assert failing["job_id"] in row
+    assert "failed" in row
+    assert "TestTaskFailure: test task failed on request: Test message" in row
+
+    # The API tells the same story, and /saq shows the queue.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/jobs/{job_id}") as answer:
+        assert json.load(answer)["status"] == "complete"
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/saq/api/queues") as answer:
+        assert f"e2e-{port}" in [queue["name"] for queue in json.load(answer)["queues"]]
+
+    # Ctrl-C stops everything make dev started.
+    assert make_dev.stop(signal.SIGINT) == 0 or "dev: stopped" in make_dev.output
+    assert "dev: stopped" in make_dev.output
+    children = subprocess.run(
+        ["pgrep", "-f", f"--port {port}"], capture_output=True, text=True
+    ).stdout
+    assert children.strip() == ""
