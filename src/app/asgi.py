@@ -13,7 +13,7 @@ from litestar.openapi.config import OpenAPIConfig
 from litestar_saq import SAQPlugin
 
 from app.config import (
-    NoWorkersInApiPlugin,
+    ApiQueueLifecycle,
     Settings,
     logging_config,
     saq_config,
@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         plugins=[
             SQLAlchemyPlugin(config=sqlalchemy_config(settings)),
             saq,
-            NoWorkersInApiPlugin(saq),
+            ApiQueueLifecycle(saq),
         ],
         dependencies={"jobs_service": Provide(jobs_service_provider(settings))},
         exception_handlers=exception_handlers(),

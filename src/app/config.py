@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import litestar_saq.config
 import structlog
 from advanced_alchemy.extensions.litestar import (
     AlembicAsyncConfig,
@@ -19,7 +20,11 @@ from advanced_alchemy.extensions.litestar import (
 from litestar.config.app import AppConfig
 from litestar.logging.config import LoggingConfig, StructLoggingConfig
 from litestar.plugins import InitPluginProtocol
+from litestar.serialization import decode_json
 from litestar_saq import SAQConfig, SAQPlugin
+from redis.asyncio import from_url as redis_from_url
+
+from app.jobs.queue import TrackedQueue
 
 # The project root holds db/migrations; src/app/config.py is two folders below it.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +44,19 @@ def _env_int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> 
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
     if value < minimum:
         raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _env_float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+    if value < 0:
+        raise SettingsError(f"{name} must be >= 0, got {value}")
     return value
 
 
@@ -77,6 +95,12 @@ class Settings:
     saq_web_enabled: bool = True
     max_request_body: int = 64 * 1024
     migrations_path: Path = PROJECT_ROOT / "db" / "migrations"
+    # Reliability (docs/reliability.md): how fast a lost job or a dead worker is noticed.
+    reconcile_interval: float = 5.0
+    reconcile_grace: float = 10.0
+    worker_lost_after: float = 30.0
+    sweep_interval: int = 10
+    flush_interval_ms: float = 2.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -104,6 +128,13 @@ class Settings:
                 env, "MAX_REQUEST_BODY", defaults.max_request_body, minimum=1024
             ),
             migrations_path=Path(env.get("MIGRATIONS_PATH") or defaults.migrations_path),
+            reconcile_interval=_env_float(env, "RECONCILE_INTERVAL", defaults.reconcile_interval),
+            reconcile_grace=_env_float(env, "RECONCILE_GRACE", defaults.reconcile_grace),
+            worker_lost_after=_env_float(env, "WORKER_LOST_AFTER", defaults.worker_lost_after),
+            sweep_interval=_env_int(env, "SWEEP_INTERVAL", defaults.sweep_interval, minimum=1),
+            flush_interval_ms=_env_float(
+                env, "LIFECYCLE_FLUSH_INTERVAL_MS", defaults.flush_interval_ms
+            ),
         )
 
     def engine_options(self) -> dict[str, Any]:
@@ -172,12 +203,13 @@ def sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
     )
 
 
-class NoWorkersInApiPlugin(InitPluginProtocol):
-    """Drops the worker start-up hooks litestar-saq adds to the API process.
+class ApiQueueLifecycle(InitPluginProtocol):
+    """The API process's side of litestar-saq: queues, but no in-process workers.
 
-    Workers run in their own process (`litestar workers run`); in the API those hooks would
-    only start an idle heartbeat thread and bind worker fields to every API log line.
-    Listed after `SAQPlugin`, whose hooks are in place by then.
+    Drops the worker start-up hooks litestar-saq adds (workers run in their own process,
+    `litestar workers run`; here the hooks would only start an idle heartbeat thread and bind
+    worker fields to every API log line), and disconnects the queues at shutdown so their
+    pending lifecycle writes (aborts from `/saq`) are flushed. Listed after `SAQPlugin`.
     """
 
     def __init__(self, saq: SAQPlugin) -> None:
@@ -190,7 +222,26 @@ class NoWorkersInApiPlugin(InitPluginProtocol):
                 worker_hooks |= {worker.on_app_startup, worker.on_app_shutdown}
         app_config.on_startup = [h for h in app_config.on_startup if h not in worker_hooks]
         app_config.on_shutdown = [h for h in app_config.on_shutdown if h not in worker_hooks]
+        app_config.on_shutdown.append(self._disconnect_queues)
         return app_config
+
+    async def _disconnect_queues(self) -> None:
+        for queue in self._saq.get_queues().queues.values():
+            await queue.disconnect()
+
+
+def tracked_queue(settings: Settings) -> TrackedQueue:
+    """The queue of this process; nothing connects until it is used."""
+    return TrackedQueue(
+        # Fail fast when Redis is unreachable instead of hanging a request or a worker.
+        redis_from_url(settings.redis_url, socket_connect_timeout=2),
+        name=settings.queue_name,
+        dump=litestar_saq.config.serializer,
+        load=decode_json,
+        database_url=settings.database_url,
+        engine_options=settings.engine_options(),
+        flush_interval=settings.flush_interval_ms / 1000,
+    )
 
 
 def saq_config(settings: Settings) -> SAQConfig:
@@ -198,6 +249,7 @@ def saq_config(settings: Settings) -> SAQConfig:
 
     return SAQConfig(
         queue_configs=[queue_config(settings)],
+        queue_instances={settings.queue_name: tracked_queue(settings)},
         web_enabled=settings.saq_web_enabled,
         web_path="/saq",
         use_server_lifespan=False,

@@ -14,7 +14,7 @@ from saq.worker import Worker
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.asgi import create_app
-from app.config import Settings, saq_config
+from app.config import Settings, saq_config, tracked_queue
 from app.db.models import BackgroundJob
 from app.jobs.registry import TaskRegistry
 from app.jobs.services import BackgroundJobService, Enqueuer
@@ -47,7 +47,12 @@ async def start_worker(settings: Settings) -> AsyncIterator[StartWorker]:
         config = queue_config(settings, registry)
         for name, value in overrides.items():
             setattr(config, name, value)
-        plugin = SAQPlugin(SAQConfig(queue_configs=[config]))
+        plugin = SAQPlugin(
+            SAQConfig(
+                queue_configs=[config],
+                queue_instances={settings.queue_name: tracked_queue(settings)},
+            )
+        )
         worker: Worker = plugin.get_workers()[settings.queue_name]
         await worker.queue.connect()
         running.append((worker, asyncio.create_task(worker.start())))

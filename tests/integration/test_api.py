@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.asgi import create_app
 from app.config import Settings
 from app.db.models import BackgroundJob
-from tests.support import free_port
+from tests.support import eventually, free_port
 
 TRIGGER = "/api/v1/tasks/trigger-test"
 SEED_BODY = {"message": "Test message", "user_id": None, "project_id": None}
@@ -170,15 +170,79 @@ async def test_an_oversized_body_is_413_and_nothing_is_written(
     assert await count_rows(session) == 0
 
 
-async def test_with_redis_down_the_trigger_is_503_and_leaves_no_row(
+async def test_with_redis_down_the_trigger_is_accepted_and_the_row_kept_for_later(
     settings: Settings, session: AsyncSession, engine: Any
 ) -> None:
     dead_redis = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     async with AsyncTestClient(app=create_app(dead_redis)) as client:
         response = await client.post(TRIGGER, json=SEED_BODY)
-    assert response.status_code == 503
-    assert "queue unavailable" in response.json()["detail"]
-    assert await count_rows(session) == 0
+    assert response.status_code == 202
+    job_id = UUID(response.json()["job_id"])
+    session.expire_all()
+    row = await session.scalar(select(BackgroundJob).where(BackgroundJob.job_id == job_id))
+    assert row is not None
+    assert row.status == "queued"
+
+
+async def test_a_repeated_idempotency_key_returns_the_same_job_and_one_row(
+    client: AsyncTestClient[Any], session: AsyncSession, queue: Queue
+) -> None:
+    headers = {"Idempotency-Key": "order-42"}
+    first = await client.post(TRIGGER, json=SEED_BODY, headers=headers)
+    again = await client.post(TRIGGER, json=SEED_BODY, headers=headers)
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert first.json() == again.json()
+    assert await count_rows(session) == 1
+    assert await queue.count("queued") == 1
+
+
+async def test_concurrent_requests_with_one_idempotency_key_make_one_row(
+    client: AsyncTestClient[Any], session: AsyncSession
+) -> None:
+    import asyncio
+
+    headers = {"Idempotency-Key": "burst"}
+    answers = await asyncio.gather(
+        *(client.post(TRIGGER, json=SEED_BODY, headers=headers) for _ in range(10))
+    )
+    assert {a.status_code for a in answers} == {202}
+    assert len({a.json()["job_id"] for a in answers}) == 1
+    assert await count_rows(session) == 1
+
+
+async def test_an_idempotency_key_reused_with_another_body_is_a_409(
+    client: AsyncTestClient[Any], session: AsyncSession
+) -> None:
+    headers = {"Idempotency-Key": "order-43"}
+    assert (await client.post(TRIGGER, json=SEED_BODY, headers=headers)).status_code == 202
+    other = await client.post(TRIGGER, json={"message": "other"}, headers=headers)
+    assert other.status_code == 409
+    assert "different request body" in other.json()["detail"]
+    assert await count_rows(session) == 1
+    too_long = await client.post(TRIGGER, json=SEED_BODY, headers={"Idempotency-Key": "k" * 256})
+    assert too_long.status_code == 400
+    assert await count_rows(session) == 1
+
+
+async def test_a_queued_job_cancelled_through_the_api_ends_aborted(
+    client: AsyncTestClient[Any], session: AsyncSession, queue: Queue
+) -> None:
+    job_id = (await client.post(TRIGGER, json=SEED_BODY)).json()["job_id"]
+    response = await client.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 202
+    assert response.json() == {"message": "cancellation requested", "job_id": job_id}
+
+    async def aborted() -> dict[str, Any] | None:
+        job = (await client.get(f"/api/v1/jobs/{job_id}")).json()
+        return job if job["status"] == "aborted" else None
+
+    job = await eventually(aborted, what="aborted row")
+    assert job["error"] == "cancelled by API request"
+    assert await queue.count("queued") == 0
+    again = await client.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert again.status_code == 409
+    assert (await client.post(f"/api/v1/jobs/{uuid4()}/cancel")).status_code == 404
+    assert (await client.post("/api/v1/jobs/nope/cancel")).status_code == 400
 
 
 async def test_with_postgres_down_the_api_is_503_and_enqueues_nothing(

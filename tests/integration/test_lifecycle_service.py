@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -15,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings, saq_config
 from app.db.models import BackgroundJob
 from app.jobs.registry import TaskRegistry, UnknownTaskError, tracked_task
-from app.jobs.services import BackgroundJobService, Enqueuer, QueueUnavailableError
+from app.jobs.services import BackgroundJobService, Enqueuer
 from app.worker.tasks import trigger_test
+from tests.support import free_port
 
 
 @tracked_task(timeout=45, attempts=3, retry_delay=2, max_retry_delay=30)
@@ -90,21 +92,18 @@ async def test_an_unregistered_task_is_refused_before_anything_is_written(
     assert await count_rows(session) == 0
 
 
-async def test_when_redis_is_unreachable_no_row_is_left_behind(
+async def test_when_redis_is_unreachable_the_row_is_kept_as_the_outbox(
     session: AsyncSession, settings: Settings
 ) -> None:
-    from dataclasses import replace
-
-    from tests.support import free_port
-
     dead = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     queue = saq_config(dead).get_queues().get(dead.queue_name)
     service = BackgroundJobService(
         session, enqueuer=Enqueuer(queue, TaskRegistry([trigger_test]), default_timeout=60)
     )
-    with pytest.raises(QueueUnavailableError):
-        await service.enqueue(trigger_test, {"message": "lost?"})
-    assert await count_rows(session) == 0
+    row = await service.enqueue(trigger_test, {"message": "kept"})
+    stored = await reload(session, row.job_id)
+    assert (stored.status, stored.arguments) == ("queued", {"message": "kept"})
+    assert await count_rows(session) == 1
 
 
 async def test_a_job_runs_then_completes(jobs: BackgroundJobService, session: AsyncSession) -> None:

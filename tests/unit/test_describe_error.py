@@ -9,9 +9,14 @@ def test_an_exception_is_described_by_its_type_and_message() -> None:
 
 
 def test_without_an_exception_the_last_line_of_saqs_reason_is_used() -> None:
-    assert describe_error(None, "swept") == "swept"
+    assert describe_error(None, "swept").startswith("swept: the job's worker stopped")
+    assert describe_error(None, "cancelled").startswith("re-queued: the worker shut down")
+    assert describe_error(None, "stopped by an operator") == "stopped by an operator"
     assert describe_error(None, "Traceback (most recent call last):\n  ...\nKeyError: 'x'\n") == (
         "KeyError: 'x'"
+    )
+    assert describe_error(None, "Traceback ...\napp.worker.tasks.Boom: it broke\n") == (
+        "Boom: it broke"
     )
     assert describe_error(None, None) is None
 

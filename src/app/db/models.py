@@ -28,6 +28,11 @@ class BackgroundJob(UUIDv7AuditBase):
         Index("ix_background_jobs_user_id_created_at", "user_id", "created_at"),
         Index("ix_background_jobs_project_id_created_at", "project_id", "created_at"),
         Index("ix_background_jobs_created_at", "created_at"),
+        Index(
+            "ix_background_jobs_unfinished_updated_at",
+            "updated_at",
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
     )
 
     job_id: Mapped[UUID] = mapped_column(unique=True, index=False)
@@ -49,5 +54,8 @@ class BackgroundJob(UUIDv7AuditBase):
     user_id: Mapped[UUID | None] = mapped_column(nullable=True)
     project_id: Mapped[UUID | None] = mapped_column(nullable=True)
     worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Set when the trigger carried an Idempotency-Key: repeats return this row.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)

@@ -8,12 +8,13 @@ from uuid import UUID
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from app.jobs.schemas import (
     TRIGGER_ACCEPTED_MESSAGE,
     JobAccepted,
+    JobCancelRequested,
     JobPage,
     JobRead,
     TriggerTestRequest,
@@ -32,6 +33,10 @@ class TaskController(Controller):
         self,
         data: JSONBody[TriggerTestRequest],
         jobs_service: NamedDependency[BackgroundJobService],
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(name="Idempotency-Key", min_length=1, max_length=255),
+        ] = None,
     ) -> JobAccepted:
         """Queue the test task; the job's row exists and the job is queued when this answers."""
         job = await jobs_service.enqueue(
@@ -39,6 +44,7 @@ class TaskController(Controller):
             {"message": data.message, "sleep_seconds": data.sleep_seconds, "fail": data.fail},
             user_id=data.user_id,
             project_id=data.project_id,
+            idempotency_key=idempotency_key,
         )
         return JobAccepted(message=TRIGGER_ACCEPTED_MESSAGE, job_id=str(job.job_id))
 
@@ -66,6 +72,17 @@ class JobController(Controller):
         if row is None:
             raise NotFoundException(detail=f"no job with job_id {job_id}")
         return JobRead.from_row(row)
+
+    @post("/{job_id:str}/cancel", status_code=HTTP_202_ACCEPTED)
+    async def cancel_job(
+        self, job_id: FromPath[str], jobs_service: NamedDependency[BackgroundJobService]
+    ) -> JobCancelRequested:
+        """Abort a job that is queued or running; the row ends `aborted`. Ended jobs: 409."""
+        row = await jobs_service.get_by_job_id(_parse_job_id(job_id))
+        if row is None:
+            raise NotFoundException(detail=f"no job with job_id {job_id}")
+        await jobs_service.cancel(row, reason="cancelled by API request")
+        return JobCancelRequested(message="cancellation requested", job_id=job_id)
 
     @get("/")
     async def list_jobs(

@@ -1,4 +1,4 @@
-"""How failures of the database or the queue reach a client: a 503 with a JSON body, never a 500."""
+"""How failures reach a client: a 4xx or 503 with a JSON body that says why, never a 500."""
 
 from __future__ import annotations
 
@@ -11,10 +11,14 @@ import structlog
 from advanced_alchemy.exceptions import AdvancedAlchemyError
 from litestar import Request, Response
 from litestar.exceptions import ClientException, SerializationException
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.status_codes import (
+    HTTP_409_CONFLICT,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
 from litestar.types import ExceptionHandlersMap
 
-from app.jobs.services import QueueUnavailableError
+from app.jobs.services import IdempotencyConflictError, JobAlreadyFinishedError
 
 log = structlog.get_logger("app.api")
 
@@ -27,11 +31,7 @@ _DATABASE_DOWN = (
     asyncpg.exceptions.ConnectionDoesNotExistError,
     OSError,
 )
-_QUEUE_DOWN = (
-    QueueUnavailableError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-)
+_QUEUE_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -53,14 +53,10 @@ def unavailable_handler(
     chain = _causes(exc)
     if any(isinstance(cause, _QUEUE_DOWN) for cause in chain):
         log.warning("queue unavailable", path=request.url.path, error=str(exc))
-        return _error_response(
-            HTTP_503_SERVICE_UNAVAILABLE, "job queue unavailable, try again later"
-        )
+        return _error_response(HTTP_503_SERVICE_UNAVAILABLE, "job queue unavailable, try again")
     if any(isinstance(cause, _DATABASE_DOWN) for cause in chain):
         log.warning("database unavailable", path=request.url.path, error=str(exc))
-        return _error_response(
-            HTTP_503_SERVICE_UNAVAILABLE, "database unavailable, try again later"
-        )
+        return _error_response(HTTP_503_SERVICE_UNAVAILABLE, "database unavailable, try again")
     log.exception("unexpected storage error", path=request.url.path)
     return _error_response(HTTP_500_INTERNAL_SERVER_ERROR, "Internal Server Error")
 
@@ -78,10 +74,15 @@ def client_error_handler(
     return Response(content, status_code=exc.status_code, headers=exc.headers)
 
 
+def conflict_handler(request: Request[Any, Any, Any], exc: ValueError) -> Response[dict[str, Any]]:
+    return _error_response(HTTP_409_CONFLICT, str(exc))
+
+
 def exception_handlers() -> ExceptionHandlersMap:
     return {
         ClientException: client_error_handler,
-        QueueUnavailableError: unavailable_handler,
+        IdempotencyConflictError: conflict_handler,
+        JobAlreadyFinishedError: conflict_handler,
         redis.exceptions.RedisError: unavailable_handler,
         sqlalchemy.exc.SQLAlchemyError: unavailable_handler,
         AdvancedAlchemyError: unavailable_handler,

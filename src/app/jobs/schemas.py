@@ -28,6 +28,11 @@ class JobAccepted(msgspec.Struct):
     job_id: str
 
 
+class JobCancelRequested(msgspec.Struct):
+    message: str
+    job_id: str
+
+
 class JobRead(msgspec.Struct):
     """A `background_jobs` row as the API shows it."""
 

@@ -1,36 +1,54 @@
 """The job lifecycle: the one module that writes `background_jobs`.
 
-The API enqueues through `BackgroundJobService.enqueue`; the worker's hooks report each
-attempt through `mark_running` and `record_outcome`. Every transition is a single guarded
-UPDATE, so a late or duplicate event can never move a row backwards (see `states.py`).
+The API enqueues through `BackgroundJobService.enqueue`: the row is the outbox, committed
+before the job goes to Redis. Everything that happens to a job afterwards (start, success,
+failure, retry, timeout, abort, sweep, shutdown re-queue) arrives as a `Transition`, and
+`apply` writes a whole batch of them in one guarded UPDATE: a late or duplicate event
+never moves a row backwards (the rules are in `states.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID, uuid4
 
+import structlog
 from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from saq.job import Job as SaqJob
-from sqlalchemy import bindparam, delete, update
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import select, text, tuple_
+from sqlalchemy.dialects.postgresql import insert
 
 from app.db.models import BackgroundJob
 from app.jobs.registry import TaskFunction, TaskRegistry
-from app.jobs.states import ALLOWED_SOURCES, JobStatus, from_saq
+from app.jobs.states import ALLOWED_SOURCES, TERMINAL_STATUSES, JobStatus, from_saq
 
 if TYPE_CHECKING:
     from saq.queue import Queue
     from sqlalchemy.ext.asyncio import AsyncSession
 
+log = structlog.get_logger("app.jobs")
 
-class QueueUnavailableError(RuntimeError):
-    """The job could not be put on the queue; nothing was recorded."""
+# SAQ's own reasons, said so that a person reading the row understands them.
+SAQ_REASONS = {
+    "cancelled": "re-queued: the worker shut down before the job finished",
+    "swept": "swept: the job's worker stopped responding while it ran",
+}
+
+
+class IdempotencyConflictError(ValueError):
+    """The Idempotency-Key was used before with a different request."""
+
+
+class JobAlreadyFinishedError(ValueError):
+    """A cancel request for a job that has already ended."""
 
 
 @dataclass(frozen=True)
@@ -48,13 +66,131 @@ def epoch_ms_to_datetime(millis: int | float | None) -> datetime | None:
 
 
 def describe_error(exception: BaseException | None, saq_error: str | None) -> str | None:
-    """One line a person can read: the exception if the worker saw one, else SAQ's reason."""
+    """One line a person can read: the exception if there is one, else SAQ's reason."""
     if exception is not None:
-        text = str(exception)
-        return f"{type(exception).__name__}: {text}" if text else type(exception).__name__
-    if saq_error:
-        return saq_error.strip().splitlines()[-1]
-    return None
+        message = str(exception)
+        return f"{type(exception).__name__}: {message}" if message else type(exception).__name__
+    if not saq_error:
+        return None
+    last = saq_error.strip().splitlines()[-1]
+    if last in SAQ_REASONS:
+        return SAQ_REASONS[last]
+    # A traceback's last line names the exception with its module: keep the class name.
+    return re.sub(r"^(?:[A-Za-z_][\w]*\.)+([A-Za-z_]\w*)(?=:|$)", r"\1", last)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One thing that happened to a job, as reported by SAQ."""
+
+    job_id: UUID
+    task: str
+    status: JobStatus
+    attempt: int
+    worker_id: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    result: Any = None
+    error: str | None = None
+    traceback: str | None = None
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @classmethod
+    def of(cls, job: SaqJob, exception: BaseException | None = None) -> Transition:
+        """The transition a SAQ job's current state stands for."""
+        status = from_saq(job.status)
+        # A retried job keeps its last traceback in `error` while it runs again: only a job
+        # that is waiting for a retry, or has ended, reports it.
+        failed = status is not JobStatus.RUNNING and status is not JobStatus.COMPLETE
+        failed = failed and bool(job.error)
+        return cls(
+            job_id=UUID(job.key),
+            task=job.function,
+            status=status,
+            attempt=job.attempts,
+            worker_id=job.worker_id,
+            started_at=epoch_ms_to_datetime(job.started),
+            completed_at=epoch_ms_to_datetime(job.completed)
+            if status in TERMINAL_STATUSES
+            else None,
+            result=job.result if status is JobStatus.COMPLETE else None,
+            error=describe_error(exception, job.error) if failed else None,
+            traceback=job.error if failed else None,
+        )
+
+
+@dataclass
+class _Merged:
+    """Several transitions of one job in a batch, folded into the row's next state."""
+
+    first: Transition
+    last: Transition
+    worker_id: str | None
+    started_at: datetime | None
+    error: str | None
+    traceback: str | None
+    new_errors: list[dict[str, Any]]
+
+    @classmethod
+    def start(cls, transition: Transition) -> _Merged:
+        merged = cls(transition, transition, None, None, None, None, [])
+        merged.add(transition)
+        return merged
+
+    def add(self, transition: Transition) -> None:
+        self.last = transition
+        self.worker_id = transition.worker_id or self.worker_id
+        self.started_at = transition.started_at or self.started_at
+        if transition.error is not None:
+            self.error, self.traceback = transition.error, transition.traceback
+            self.new_errors.append(
+                {
+                    "attempt": transition.attempt,
+                    "at": transition.at.isoformat(),
+                    "status": transition.status.value,
+                    "error": transition.error,
+                    "traceback": transition.traceback,
+                }
+            )
+
+
+# One statement for a whole batch: unnest the batch's columns and join them to the rows.
+# A row moves only from an allowed status and only forward in attempts.
+_APPLY = text(
+    """
+    UPDATE background_jobs AS b SET
+        status = v.status,
+        attempts = v.attempt,
+        worker_id = COALESCE(v.worker_id, b.worker_id),
+        started_at = COALESCE(v.started_at, b.started_at),
+        completed_at = v.completed_at,
+        result = CASE WHEN v.status = 'complete' THEN v.result ELSE b.result END,
+        error = COALESCE(v.error, b.error),
+        traceback = COALESCE(v.traceback, b.traceback),
+        errors = b.errors || v.new_errors,
+        updated_at = now()
+    FROM unnest(
+        CAST(:job_ids AS uuid[]), CAST(:statuses AS text[]), CAST(:sources AS text[]),
+        CAST(:attempts AS integer[]), CAST(:worker_ids AS text[]),
+        CAST(:started AS timestamptz[]), CAST(:completed AS timestamptz[]),
+        CAST(:results AS jsonb[]), CAST(:errors AS text[]), CAST(:tracebacks AS text[]),
+        CAST(:new_errors AS jsonb[])
+    ) AS v(job_id, status, sources, attempt, worker_id, started_at, completed_at, result,
+           error, traceback, new_errors)
+    WHERE b.job_id = v.job_id
+      AND b.status = ANY(string_to_array(v.sources, ','))
+      AND b.attempts <= v.attempt
+    RETURNING b.job_id
+    """
+)
+
+
+def request_fingerprint(task_name: str, arguments: Mapping[str, Any], *ids: UUID | None) -> str:
+    """What makes two requests "the same" for an Idempotency-Key."""
+    canonical = json.dumps(
+        [task_name, arguments, [str(i) if i else None for i in ids]], sort_keys=True, default=str
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
@@ -75,6 +211,8 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
     def session(self) -> AsyncSession:
         return cast("AsyncSession", self.repository.session)
 
+    # -- the outbox: record, then enqueue ---------------------------------------------------
+
     async def enqueue(
         self,
         task: TaskFunction | str,
@@ -82,47 +220,104 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
         *,
         user_id: UUID | None = None,
         project_id: UUID | None = None,
+        idempotency_key: str | None = None,
     ) -> BackgroundJob:
         """Record a `queued` row, then put the job on the queue; returns the committed row.
 
-        The row is committed first so a worker that picks the job up at once finds it.
-        If the queue refuses the job, the row is removed again: nothing is half-written.
+        The row is committed first, so it is durable and a worker that picks the job up at
+        once finds it. If Redis cannot take the job now, the row stays `queued` and the
+        reconciler enqueues it when Redis is back. With an `idempotency_key`, a repeated
+        request returns the first request's row instead of creating another.
         """
-        if self._enqueuer is None:
-            raise RuntimeError("this BackgroundJobService was built without a queue")
-        queue, registry = self._enqueuer.queue, self._enqueuer.registry
-        task_name = registry.name_of(task)
-        job_settings = registry.policy(task_name).job_settings(self._enqueuer.default_timeout)
+        enqueuer = self._require_enqueuer()
+        task_name = enqueuer.registry.name_of(task)
+        policy = enqueuer.registry.policy(task_name).job_settings(enqueuer.default_timeout)
         kwargs = dict(arguments or {})
-        row = BackgroundJob(
-            job_id=uuid4(),
-            task_name=task_name,
-            queue=queue.name,
-            status=JobStatus.QUEUED.value,
-            arguments=kwargs,
-            attempts=0,
-            max_attempts=job_settings["retries"],
-            user_id=user_id,
-            project_id=project_id,
+        fingerprint = (
+            request_fingerprint(task_name, kwargs, user_id, project_id)
+            if idempotency_key is not None
+            else None
         )
-        self.session.add(row)
+        values = {
+            "id": uuid4(),
+            "job_id": uuid4(),
+            "task_name": task_name,
+            "queue": enqueuer.queue.name,
+            "status": JobStatus.QUEUED.value,
+            "arguments": kwargs,
+            "attempts": 0,
+            "max_attempts": policy["retries"],
+            "user_id": user_id,
+            "project_id": project_id,
+            "idempotency_key": idempotency_key,
+            "request_fingerprint": fingerprint,
+            "created_at": datetime.now(UTC),
+            "updated_at": datetime.now(UTC),
+        }
+        # ON CONFLICT DO NOTHING: of concurrent requests with one key, exactly one inserts.
+        row: BackgroundJob | None = await self.session.scalar(
+            insert(BackgroundJob)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(BackgroundJob)
+        )
         await self.session.commit()
-        # A Job object, not enqueue(**kwargs): SAQ would take kwargs named like Job fields
-        # (key, timeout, retries, ...) as job settings instead of task arguments.
-        job = SaqJob(function=task_name, kwargs=kwargs, key=str(row.job_id), **job_settings)
-        try:
-            enqueued = await queue.enqueue(job)
-        except Exception as exc:
-            await self._forget(row.job_id)
-            raise QueueUnavailableError(f"could not enqueue job: {exc}") from exc
-        if enqueued is None:  # SAQ refuses a duplicate key; ours are fresh UUIDs.
-            await self._forget(row.job_id)
-            raise QueueUnavailableError("the queue refused the job")
+        if row is None:
+            return await self._replay(cast(str, idempotency_key), cast(str, fingerprint))
+        await self.send_to_queue(row)
         return row
 
-    async def _forget(self, job_id: UUID) -> None:
-        await self.session.execute(delete(BackgroundJob).where(BackgroundJob.job_id == job_id))
-        await self.session.commit()
+    async def _replay(self, idempotency_key: str, fingerprint: str) -> BackgroundJob:
+        row: BackgroundJob | None = await self.get_one_or_none(
+            BackgroundJob.idempotency_key == idempotency_key
+        )
+        if row is None:  # pragma: no cover - a key is never deleted
+            raise RuntimeError("idempotency key vanished")
+        if row.request_fingerprint != fingerprint:
+            raise IdempotencyConflictError(
+                "this Idempotency-Key was already used with a different request body"
+            )
+        return row
+
+    async def send_to_queue(self, row: BackgroundJob) -> bool:
+        """Put the row's job on the queue (again); False if Redis could not take it now."""
+        enqueuer = self._require_enqueuer()
+        policy = enqueuer.registry.policy(row.task_name).job_settings(enqueuer.default_timeout)
+        # A Job object, not enqueue(**kwargs): SAQ would take kwargs named like Job fields
+        # (key, timeout, retries, ...) as job settings instead of task arguments.
+        job = SaqJob(
+            function=row.task_name,
+            kwargs=dict(row.arguments),
+            key=str(row.job_id),
+            attempts=row.attempts,
+            **policy,
+        )
+        try:
+            await enqueuer.queue.enqueue(job)
+        except Exception as exc:
+            log.warning("job recorded, queue unavailable", job_id=str(row.job_id), error=str(exc))
+            return False
+        return True
+
+    async def cancel(self, row: BackgroundJob, reason: str) -> None:
+        """Abort the row's job: a waiting job ends at once, a running one within a second.
+
+        The row follows through the queue (`aborted`, with `reason` as its error).
+        """
+        if row.status in {s.value for s in TERMINAL_STATUSES}:
+            raise JobAlreadyFinishedError(f"job {row.job_id} already ended as {row.status}")
+        queue = self._require_enqueuer().queue
+        job = await queue.job(str(row.job_id))
+        if job is None or job.completed:
+            raise JobAlreadyFinishedError(f"job {row.job_id} is no longer on the queue")
+        await queue.abort(job, reason)
+
+    def _require_enqueuer(self) -> Enqueuer:
+        if self._enqueuer is None:
+            raise RuntimeError("this BackgroundJobService was built without a queue")
+        return self._enqueuer
+
+    # -- reads -------------------------------------------------------------------------------
 
     async def get_by_job_id(self, job_id: UUID) -> BackgroundJob | None:
         return await self.get_one_or_none(BackgroundJob.job_id == job_id)
@@ -155,27 +350,93 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
         )
         return list(rows), total
 
-    # Lifecycle transitions, each one guarded UPDATE. `attempt` is SAQ's attempt counter;
-    # an event from an older attempt than the row already records is ignored.
+    async def unfinished(
+        self, *, older_than: datetime, after: tuple[datetime, UUID] | None, limit: int
+    ) -> Sequence[BackgroundJob]:
+        """Rows still `queued` or `running`, unchanged since `older_than`, oldest change first.
+
+        `after` is where the previous page ended, so long waits never hide the rows behind them.
+        """
+        query = select(BackgroundJob).where(
+            BackgroundJob.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+            BackgroundJob.updated_at < older_than,
+        )
+        if after is not None:
+            query = query.where(
+                tuple_(BackgroundJob.updated_at, BackgroundJob.job_id) > tuple_(*after)
+            )
+        result = await self.session.scalars(
+            query.order_by(BackgroundJob.updated_at, BackgroundJob.job_id).limit(limit)
+        )
+        rows = result.all()
+        await self.session.commit()
+        return rows
+
+    # -- lifecycle transitions ---------------------------------------------------------------
+
+    async def apply(self, transitions: Sequence[Transition]) -> set[UUID]:
+        """Write a batch of transitions in one statement; returns the job ids that moved.
+
+        Transitions of one job are folded in order; a row that is final, or already at a
+        later attempt, is left as it is (that event came late or twice).
+        """
+        merged: dict[UUID, _Merged] = {}
+        for transition in transitions:
+            if transition.job_id in merged:
+                merged[transition.job_id].add(transition)
+            else:
+                merged[transition.job_id] = _Merged.start(transition)
+        if not merged:
+            return set()
+        batch = list(merged.values())
+        result = await self.session.execute(
+            _APPLY,
+            {
+                "job_ids": [m.last.job_id for m in batch],
+                "statuses": [m.last.status.value for m in batch],
+                "sources": [
+                    ",".join(sorted(s.value for s in ALLOWED_SOURCES[m.last.status])) for m in batch
+                ],
+                "attempts": [max(m.first.attempt, m.last.attempt) for m in batch],
+                "worker_ids": [m.worker_id for m in batch],
+                "started": [m.started_at for m in batch],
+                "completed": [m.last.completed_at for m in batch],
+                "results": [
+                    json.dumps(m.last.result, default=str)
+                    if m.last.status is JobStatus.COMPLETE and m.last.result is not None
+                    else None
+                    for m in batch
+                ],
+                "errors": [m.error for m in batch],
+                "tracebacks": [m.traceback for m in batch],
+                "new_errors": [json.dumps(m.new_errors) for m in batch],
+            },
+        )
+        moved = {row[0] for row in result}
+        await self.session.commit()
+        return moved
 
     async def mark_running(
-        self, job_id: UUID, *, attempt: int, worker_id: str | None, started_at: datetime
+        self,
+        job_id: UUID,
+        *,
+        attempt: int,
+        worker_id: str | None,
+        started_at: datetime,
+        task: str = "",
     ) -> bool:
-        return await self._move(
-            job_id,
-            JobStatus.RUNNING,
-            attempt,
-            worker_id=worker_id,
-            started_at=started_at,
-            completed_at=None,
+        transition = Transition(
+            job_id, task, JobStatus.RUNNING, attempt, worker_id=worker_id, started_at=started_at
         )
+        return job_id in await self.apply([transition])
 
     async def mark_complete(
-        self, job_id: UUID, *, attempt: int, result: Any, completed_at: datetime
+        self, job_id: UUID, *, attempt: int, result: Any, completed_at: datetime, task: str = ""
     ) -> bool:
-        return await self._move(
-            job_id, JobStatus.COMPLETE, attempt, result=result, completed_at=completed_at
+        transition = Transition(
+            job_id, task, JobStatus.COMPLETE, attempt, result=result, completed_at=completed_at
         )
+        return job_id in await self.apply([transition])
 
     async def mark_failed(
         self,
@@ -186,71 +447,35 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
         traceback: str | None,
         completed_at: datetime,
         status: JobStatus = JobStatus.FAILED,
+        task: str = "",
     ) -> bool:
         """Record a final failure (`failed`) or an abort (`aborted`), keeping the error history."""
-        return await self._move(
+        transition = Transition(
             job_id,
+            task,
             status,
             attempt,
             completed_at=completed_at,
-            **self._error_values(attempt, error, traceback, completed_at),
+            error=error,
+            traceback=traceback,
         )
+        return job_id in await self.apply([transition])
 
     async def mark_retrying(
-        self, job_id: UUID, *, attempt: int, error: str | None, traceback: str | None
+        self,
+        job_id: UUID,
+        *,
+        attempt: int,
+        error: str | None,
+        traceback: str | None,
+        task: str = "",
     ) -> bool:
         """The attempt failed and SAQ re-queued the job: back to `queued`, error kept."""
-        at = datetime.now(UTC)
-        return await self._move(
-            job_id, JobStatus.QUEUED, attempt, **self._error_values(attempt, error, traceback, at)
+        transition = Transition(
+            job_id, task, JobStatus.QUEUED, attempt, error=error, traceback=traceback
         )
+        return job_id in await self.apply([transition])
 
     async def record_outcome(self, job: SaqJob, exception: BaseException | None) -> bool:
-        """Record how one attempt ended, from the SAQ job as `after_process` sees it."""
-        job_id = UUID(job.key)
-        status = from_saq(job.status)
-        error = describe_error(exception, job.error)
-        finished = epoch_ms_to_datetime(job.completed) or datetime.now(UTC)
-        if status is JobStatus.COMPLETE:
-            return await self.mark_complete(
-                job_id, attempt=job.attempts, result=job.result, completed_at=finished
-            )
-        if status is JobStatus.QUEUED:
-            return await self.mark_retrying(
-                job_id, attempt=job.attempts, error=error, traceback=job.error
-            )
-        if status in (JobStatus.FAILED, JobStatus.ABORTED):
-            return await self.mark_failed(
-                job_id,
-                attempt=job.attempts,
-                error=error,
-                traceback=job.error,
-                completed_at=finished,
-                status=status,
-            )
-        return False  # still running (an abort in progress): the next event settles it
-
-    @staticmethod
-    def _error_values(
-        attempt: int, error: str | None, traceback: str | None, at: datetime
-    ) -> dict[str, Any]:
-        entry = {"attempt": attempt, "at": at.isoformat(), "error": error, "traceback": traceback}
-        return {
-            "error": error,
-            "traceback": traceback,
-            "errors": BackgroundJob.errors.op("||")(bindparam(None, [entry], type_=JSONB)),
-        }
-
-    async def _move(self, job_id: UUID, target: JobStatus, attempt: int, **values: Any) -> bool:
-        statement = (
-            update(BackgroundJob)
-            .where(
-                BackgroundJob.job_id == job_id,
-                BackgroundJob.status.in_([s.value for s in ALLOWED_SOURCES[target]]),
-                BackgroundJob.attempts <= attempt,
-            )
-            .values(status=target.value, attempts=attempt, updated_at=datetime.now(UTC), **values)
-        )
-        result = await self.session.execute(statement)
-        await self.session.commit()
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        """Record how one attempt ended, from the SAQ job's state."""
+        return UUID(job.key) in await self.apply([Transition.of(job, exception)])

@@ -1,33 +1,34 @@
 """Queue configuration, task registration and the lifecycle hooks of the SAQ worker.
 
-The hooks only report to `BackgroundJobService`; what a report means for the row is
-decided there. A failed report is logged and never fails the job itself.
+Where the row is written: every transition of a job passes through the queue
+(`app.jobs.queue.TrackedQueue`), which reports it to `BackgroundJobService` in batches.
+That is what lets a sweep, an abort from `/saq` or a shutdown re-queue reach the row: none
+of them runs `before_process`/`after_process`. The hooks below put the job on every log
+line the task writes; the reconciler started here repairs what no process could report.
 """
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
+import asyncio
+import contextlib
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
-from uuid import UUID
 
 import structlog
 from litestar_saq import QueueConfig
-from saq.types import Context
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from saq.types import Context, PartialTimersDict
 
+from app.jobs.reconciler import Reconciler
 from app.jobs.registry import TaskRegistry
-from app.jobs.services import BackgroundJobService, epoch_ms_to_datetime
-from app.jobs.states import from_saq
 from app.worker import tasks
+
+if TYPE_CHECKING:
+    from app.config import Settings
+    from app.jobs.queue import TrackedQueue
 
 # Every task the worker runs and the API may enqueue.
 TASKS = (tasks.trigger_test,)
 REGISTRY = TaskRegistry(TASKS)
-
-if TYPE_CHECKING:
-    from app.config import Settings
 
 log = structlog.get_logger("app.worker")
 
@@ -39,11 +40,12 @@ def queue_config(settings: Settings, registry: TaskRegistry = REGISTRY) -> Queue
         tasks=registry.functions,
         concurrency=settings.worker_concurrency,
         # partials of module functions, so the config survives pickling into child processes.
-        startup=partial(startup, settings=settings),
+        startup=partial(startup, settings=settings, registry=registry),
         shutdown=shutdown,
         before_process=before_process,
         after_process=after_process,
         shutdown_grace_period_s=settings.shutdown_grace_period,
+        timers=cast("PartialTimersDict", {"sweep": settings.sweep_interval}),
     )
 
 
@@ -52,56 +54,35 @@ def _state(ctx: Context) -> dict[str, Any]:
     return cast("dict[str, Any]", ctx)
 
 
-async def startup(ctx: Context, *, settings: Settings) -> None:
-    engine = create_async_engine(settings.database_url, **settings.engine_options())
-    _state(ctx)["db_engine"] = engine
-    _state(ctx)["db_sessions"] = async_sessionmaker(engine, expire_on_commit=False)
+async def startup(ctx: Context, *, settings: Settings, registry: TaskRegistry) -> None:
+    queue = cast("TrackedQueue", ctx["worker"].queue)
+    await queue.connect()  # starts the lifecycle recorder (a no-op if already connected)
+    reconciler = Reconciler(
+        queue,
+        registry,
+        default_timeout=settings.job_timeout,
+        interval=settings.reconcile_interval,
+        grace=settings.reconcile_grace,
+        worker_lost_after=settings.worker_lost_after,
+    )
+    _state(ctx)["reconciler"] = asyncio.create_task(reconciler.run(), name="reconciler")
     log.info("worker started", queue=settings.queue_name, concurrency=settings.worker_concurrency)
 
 
 async def shutdown(ctx: Context) -> None:
-    engine: AsyncEngine | None = _state(ctx).get("db_engine")
-    if engine is not None:
-        await engine.dispose()
+    reconciler: asyncio.Task[None] | None = _state(ctx).pop("reconciler", None)
+    if reconciler is not None:
+        reconciler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reconciler
+    # Pending lifecycle writes (e.g. re-queues made while stopping) are flushed when the
+    # queue disconnects, which litestar-saq does last.
 
 
 async def before_process(ctx: Context) -> None:
-    state = _state(ctx)
-    job = state["job"]
-    state["started_monotonic"] = time.monotonic()
-    try:
-        async with state["db_sessions"]() as session:
-            await BackgroundJobService(session).mark_running(
-                UUID(job.key),
-                attempt=job.attempts,
-                worker_id=job.worker_id,
-                started_at=epoch_ms_to_datetime(job.started) or datetime.now(UTC),
-            )
-    except Exception:
-        log.exception("could not record job start", job_id=job.key)
-    # Logged after the write: whoever reads this line and then the row sees the same status.
-    log.info("job started", job_id=job.key, task=job.function, attempt=job.attempts)
+    job = ctx["job"]
+    structlog.contextvars.bind_contextvars(job_id=job.key, task=job.function)
 
 
 async def after_process(ctx: Context) -> None:
-    state = _state(ctx)
-    job = state["job"]
-    exception = state.get("exception")
-    duration_ms = round(
-        (time.monotonic() - state.get("started_monotonic", time.monotonic())) * 1000
-    )
-    try:
-        async with state["db_sessions"]() as session:
-            await BackgroundJobService(session).record_outcome(job, exception)
-    except Exception:
-        log.exception("could not record job outcome", job_id=job.key)
-    fields: dict[str, Any] = {
-        "job_id": job.key,
-        "task": job.function,
-        "status": from_saq(job.status).value,
-        "attempt": job.attempts,
-        "duration_ms": duration_ms,
-    }
-    if exception is not None:
-        fields["error"] = f"{type(exception).__name__}: {exception}"
-    log.info("job finished", **fields)
+    structlog.contextvars.unbind_contextvars("job_id", "task")

@@ -1,0 +1,111 @@
+"""The SAQ queue every process uses (API, workers, `/saq`), reporting each transition.
+
+Every status change of a job passes through a Queue method, whichever process makes it:
+a worker starting, finishing, failing, retrying or timing out a job; a sweep of a dead
+worker's job; an abort from `/saq` or the API; a shutdown re-queue. Reporting from here,
+not from worker hooks, is what lets sweeps and aborts reach `background_jobs` too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from saq.job import Job, Status
+from saq.queue.redis import RedisQueue
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from app.jobs.recorder import LifecycleRecorder
+from app.jobs.services import Transition
+
+log = structlog.get_logger("app.worker")
+
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class TrackedQueue(RedisQueue):
+    """A `RedisQueue` that reports every job transition to a `LifecycleRecorder`."""
+
+    def __init__(
+        self,
+        *args: Any,
+        database_url: str,
+        engine_options: dict[str, Any] | None = None,
+        flush_interval: float = 0.002,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._database_url = database_url
+        self._engine_options = engine_options or {}
+        self._flush_interval = flush_interval
+        self._engine: AsyncEngine | None = None
+        self._sessions: async_sessionmaker[Any] | None = None
+        self.recorder: LifecycleRecorder | None = None
+        self._redis_backoff = 0.0
+
+    @property
+    def sessions(self) -> async_sessionmaker[Any]:
+        """Sessions on this process's own engine, made on first use (never at import)."""
+        if self._sessions is None:
+            self._engine = create_async_engine(self._database_url, **self._engine_options)
+            self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+        return self._sessions
+
+    async def connect(self) -> None:
+        await super().connect()
+        if self.recorder is None:  # connect() is called per request by litestar-saq
+            self.recorder = LifecycleRecorder(self.sessions, flush_interval=self._flush_interval)
+            self.recorder.start()
+
+    async def disconnect(self) -> None:
+        if self.recorder is not None:
+            await self.recorder.close()
+            self.recorder = None
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine, self._sessions = None, None
+        with contextlib.suppress(*_REDIS_DOWN):  # closing needs no answer from a dead Redis
+            await super().disconnect()
+
+    def _report(self, job: Job) -> None:
+        if self.recorder is None:
+            log.error("job transition with no recorder", job_id=job.key, status=str(job.status))
+            return
+        self.recorder.record(Transition.of(job))
+
+    async def _update(self, job: Job, status: Status | None = None, **kwargs: Any) -> None:
+        await super()._update(job, status=status, **kwargs)
+        if status == Status.ACTIVE:  # a worker starts an attempt; other updates are heartbeats
+            self._report(job)
+
+    async def finish(
+        self,
+        job: Job,
+        status: Status,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        await super().finish(job, status, result=result, error=error, **kwargs)
+        self._report(job)
+
+    async def retry(self, job: Job, error: str | None) -> None:
+        await super().retry(job, error)
+        self._report(job)
+
+    async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:
+        # SAQ retries a failed dequeue at once, spinning a core while Redis is down (SAQ #286).
+        try:
+            job = await super().dequeue(timeout=timeout, poll_interval=poll_interval)
+        except _REDIS_DOWN as exc:
+            self._redis_backoff = min(max(self._redis_backoff * 2, 0.1), 5.0)
+            log.warning("redis unavailable", retry_in_s=self._redis_backoff, error=str(exc))
+            await asyncio.sleep(self._redis_backoff)
+            return None
+        self._redis_backoff = 0.0
+        return job
