@@ -25,6 +25,19 @@ from app.jobs.services import Transition
 log = structlog.get_logger("app.worker")
 
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# SAQ's own script (queue/redis.py): under a lock, every job id on the active list with its data.
+_TAKE_ACTIVE_JOBS = """
+local id_jobs = {}
+if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('SETEX', KEYS[1], ARGV[1], 1)
+    for i, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+        id_jobs[i] = {v, redis.call('GET', v)}
+    end
+end
+return id_jobs
+"""
+# How long a worker may take from taking a job to marking it active (see `sweep`).
+_SWEEP_SECOND_LOOK = 2.0
 
 
 class TrackedQueue(RedisQueue):
@@ -97,6 +110,48 @@ class TrackedQueue(RedisQueue):
     async def retry(self, job: Job, error: str | None) -> None:
         await super().retry(job, error)
         self._report(job)
+
+    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+        """SAQ's sweep, minus its race with dequeue (SAQ #277).
+
+        A job a worker took a moment ago sits on the active list still `queued` until the
+        worker marks it active; SAQ's sweep aborts such a job (and may run it twice). Here a
+        job that is not active is looked at again after a pause, and swept only if it still
+        is not; a stuck job (over its timeout or heartbeat) is swept as before.
+        """
+        if not self._cleanup_script:
+            self._cleanup_script = self.redis.register_script(_TAKE_ACTIVE_JOBS)
+        id_jobs = await self._cleanup_script(
+            keys=[self._sweep, self._active], args=[lock], client=self.redis
+        )
+        suspects = [(job_id, self.deserialize(job_bytes)) for job_id, job_bytes in id_jobs]
+        if any(job is not None and job.status != Status.ACTIVE for _, job in suspects):
+            await asyncio.sleep(_SWEEP_SECOND_LOOK)
+        swept = []
+        for job_id, seen in suspects:
+            job = await self._get_job_by_id(job_id) if seen is not None else None
+            if job is None:
+                swept.append(job_id)
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.lrem(self._active, 0, job_id)
+                    pipe.zrem(self._incomplete, job_id)
+                    await pipe.execute()
+                continue
+            if job.status == Status.ACTIVE and not job.stuck:
+                continue
+            if job.status in (Status.COMPLETE, Status.FAILED, Status.ABORTED):
+                await self.redis.lrem(self._active, 0, job_id)  # type: ignore[misc]  # finished meanwhile
+                continue
+            swept.append(job_id)
+            log.warning("sweeping job", job_id=job.key, status=str(job.status), stuck=job.stuck)
+            await self.abort(job, error=self.swept_error_message)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await job.refresh(abort)
+            if job.retryable:
+                await self.retry(job, error=self.swept_error_message)
+            else:
+                await self.finish(job, Status.ABORTED, error=self.swept_error_message)
+        return [job_id.decode("utf-8") for job_id in swept]
 
     async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:
         # SAQ retries a failed dequeue at once, spinning a core while Redis is down (SAQ #286).

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from typing import TYPE_CHECKING
-from uuid import UUID
 
 import structlog
 
@@ -87,7 +86,7 @@ class LifecycleRecorder:
                 batch = self._pending[: self._max_batch]
                 try:
                     async with self._sessions() as session:
-                        moved = await BackgroundJobService(session).apply(batch)
+                        applied = await BackgroundJobService(session).apply(batch)
                 except Exception as exc:
                     log.warning(
                         "could not write job lifecycle, will retry",
@@ -100,20 +99,21 @@ class LifecycleRecorder:
                     continue
                 backoff = 0.05
                 del self._pending[: len(batch)]
-                _log_transitions(batch, moved)
+                _log_transitions(batch, applied)
             if not self._pending:
                 self._idle.set()
 
 
-def _log_transitions(batch: list[Transition], moved: set[UUID]) -> None:
+def _log_transitions(batch: list[Transition], applied: list[Transition]) -> None:
     """One readable line per job start and end, written once the row says so."""
+    took_effect = {id(t) for t in applied}
     for transition in batch:
         fields: dict[str, object] = {
             "job_id": str(transition.job_id),
             "task": transition.task,
             "attempt": transition.attempt,
         }
-        if transition.job_id not in moved:
+        if id(transition) not in took_effect:
             # A late or repeated event (e.g. a job delivered twice): recorded here, not applied.
             log.warning("job event ignored", status=transition.status.value, **fields)
         elif transition.status is JobStatus.RUNNING:

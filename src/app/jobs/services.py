@@ -130,14 +130,22 @@ class _Merged:
     error: str | None
     traceback: str | None
     new_errors: list[dict[str, Any]]
+    ignored: list[Transition]
 
     @classmethod
     def start(cls, transition: Transition) -> _Merged:
-        merged = cls(transition, transition, None, None, None, None, [])
+        merged = cls(transition, transition, None, None, None, None, [], [])
         merged.add(transition)
         return merged
 
     def add(self, transition: Transition) -> None:
+        # The same rules as the guarded UPDATE, applied within the batch: nothing after a
+        # final status, nothing from an older attempt (SAQ #277 can finish a job twice).
+        if self.last is not transition and (
+            self.last.status in TERMINAL_STATUSES or transition.attempt < self.last.attempt
+        ):
+            self.ignored.append(transition)
+            return
         self.last = transition
         self.worker_id = transition.worker_id or self.worker_id
         self.started_at = transition.started_at or self.started_at
@@ -374,8 +382,8 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
 
     # -- lifecycle transitions ---------------------------------------------------------------
 
-    async def apply(self, transitions: Sequence[Transition]) -> set[UUID]:
-        """Write a batch of transitions in one statement; returns the job ids that moved.
+    async def apply(self, transitions: Sequence[Transition]) -> list[Transition]:
+        """Write a batch of transitions in one statement; returns those that took effect.
 
         Transitions of one job are folded in order; a row that is final, or already at a
         later attempt, is left as it is (that event came late or twice).
@@ -387,7 +395,7 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
             else:
                 merged[transition.job_id] = _Merged.start(transition)
         if not merged:
-            return set()
+            return []
         batch = list(merged.values())
         result = await self.session.execute(
             _APPLY,
@@ -414,7 +422,11 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
         )
         moved = {row[0] for row in result}
         await self.session.commit()
-        return moved
+        return [
+            t
+            for t in transitions
+            if t.job_id in moved and not any(t is i for i in merged[t.job_id].ignored)
+        ]
 
     async def mark_running(
         self,
@@ -428,7 +440,7 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
         transition = Transition(
             job_id, task, JobStatus.RUNNING, attempt, worker_id=worker_id, started_at=started_at
         )
-        return job_id in await self.apply([transition])
+        return bool(await self.apply([transition]))
 
     async def mark_complete(
         self, job_id: UUID, *, attempt: int, result: Any, completed_at: datetime, task: str = ""
@@ -436,7 +448,7 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
         transition = Transition(
             job_id, task, JobStatus.COMPLETE, attempt, result=result, completed_at=completed_at
         )
-        return job_id in await self.apply([transition])
+        return bool(await self.apply([transition]))
 
     async def mark_failed(
         self,
@@ -459,7 +471,7 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
             error=error,
             traceback=traceback,
         )
-        return job_id in await self.apply([transition])
+        return bool(await self.apply([transition]))
 
     async def mark_retrying(
         self,
@@ -474,8 +486,8 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
         transition = Transition(
             job_id, task, JobStatus.QUEUED, attempt, error=error, traceback=traceback
         )
-        return job_id in await self.apply([transition])
+        return bool(await self.apply([transition]))
 
     async def record_outcome(self, job: SaqJob, exception: BaseException | None) -> bool:
         """Record how one attempt ended, from the SAQ job's state."""
-        return UUID(job.key) in await self.apply([Transition.of(job, exception)])
+        return bool(await self.apply([Transition.of(job, exception)]))

@@ -1,0 +1,1 @@
+"""The benchmark harness: `make bench` (or `uv run python -m bench`); see docs/benchmarks.md."""

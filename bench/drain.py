@@ -1,0 +1,221 @@
+"""`drain` and `scale`: how fast workers empty a queue of N no-op jobs, plain SAQ vs tracked.
+
+Both sides run the project's `trigger_test` with `sleep_seconds=0` (its body is one
+`asyncio.sleep(0)`), at the same concurrency, each worker in a fresh process. The queue is
+filled before the workers start, and the rate is read from the jobs' own timestamps
+afterwards, so process start-up and our polling never enter it:
+
+    jobs/s = jobs finished in the window / window
+    window = from the moment the last worker to start took its first job
+             to the moment the last job was done
+
+"Done" for plain SAQ is the job's `completed` time in Redis; for the tracked worker it is the
+`updated_at` PostgreSQL gave the UPDATE that made the row terminal, i.e. a tracked job only
+counts once its row says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from saq.job import Job
+from saq.queue.redis import RedisQueue
+
+from app.config import Settings, tracked_queue
+from app.worker.settings import REGISTRY
+from bench.common import TERMINAL, VENV_BIN, Bench, Child, median, rounded
+from bench.profile import Profiler
+
+TASK = "trigger_test"
+ARGUMENTS = {"message": "bench", "sleep_seconds": 0, "fail": False}
+ENQUEUE_CHUNK = 500
+
+
+def _job(key: str) -> Job:
+    policy = REGISTRY.policy(TASK).job_settings(default_timeout=60)
+    return Job(function=TASK, kwargs=dict(ARGUMENTS), key=key, **policy)
+
+
+async def _enqueue_all(queue: RedisQueue, keys: Sequence[str]) -> None:
+    for start in range(0, len(keys), ENQUEUE_CHUNK):
+        chunk = keys[start : start + ENQUEUE_CHUNK]
+        enqueued = await asyncio.gather(*(queue.enqueue(_job(key)) for key in chunk))
+        if not all(enqueued):
+            raise RuntimeError("a bench job was not enqueued")
+
+
+async def fill_plain(bench: Bench, n: int) -> list[str]:
+    queue = RedisQueue.from_url(bench.redis_url, name=bench.queue_name)
+    keys = [f"plain-{i}" for i in range(n)]
+    try:
+        await _enqueue_all(queue, keys)
+    finally:
+        await queue.disconnect()
+    return keys
+
+
+async def fill_tracked(bench: Bench, n: int) -> list[str]:
+    """The rows first (status queued, as the API writes them), then their jobs, keyed by job_id."""
+    rows = await bench.db.fetch(
+        """
+        INSERT INTO background_jobs
+            (id, job_id, task_name, queue, status, arguments, attempts, max_attempts,
+             created_at, updated_at)
+        SELECT gen_random_uuid(), gen_random_uuid(), $1, $2, 'queued', $3::jsonb, 0, 1,
+               now(), now()
+        FROM generate_series(1, $4)
+        RETURNING job_id
+        """,
+        TASK,
+        bench.queue_name,
+        json.dumps(ARGUMENTS),
+        n,
+    )
+    keys = [str(row["job_id"]) for row in rows]
+    # The queue the API enqueues with (its serializer); never connected, so no recorder.
+    queue = tracked_queue(Settings.from_env(bench.env()))
+    try:
+        await _enqueue_all(queue, keys)
+    finally:
+        await queue.disconnect()
+    return keys
+
+
+def window_rate(done: Iterable[tuple[str | None, float, float]]) -> tuple[int, float]:
+    """(jobs, seconds) while every worker was running; items are (worker, started, done)."""
+    records = list(done)
+    first_start: dict[str | None, float] = {}
+    for worker, started, _ in records:
+        first_start[worker] = min(started, first_start.get(worker, started))
+    window_start = max(first_start.values())
+    window_end = max(finished for _, _, finished in records)
+    jobs = sum(1 for _, _, finished in records if finished >= window_start)
+    return jobs, window_end - window_start
+
+
+async def _until(probe: Any, children: Sequence[Child], what: str, within: float) -> None:
+    """Poll a cheap count: subscribing to every job's status would steal the workers' CPU."""
+    deadline = time.monotonic() + within
+    while not await probe():
+        for child in children:
+            if child.process.returncode is not None:
+                raise RuntimeError(f"{child.name} exited while draining:\n{child.tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gave up waiting for {what} after {within:.0f}s")
+        await asyncio.sleep(0.2)
+
+
+async def _plain_done(bench: Bench, keys: list[str], children: Sequence[Child]) -> list[Any]:
+    queue = RedisQueue.from_url(bench.redis_url, name=bench.queue_name)
+    try:
+
+        async def drained() -> bool:
+            return await queue.count("incomplete") == 0
+
+        await _until(drained, children, "the plain queue to drain", 60 + len(keys) / 50)
+        jobs: list[Job | None] = []
+        for start in range(0, len(keys), 1000):
+            jobs.extend(await queue.jobs(keys[start : start + 1000]))
+    finally:
+        await queue.disconnect()
+    if any(job is None or job.status != "complete" for job in jobs):
+        raise RuntimeError("a plain job did not complete")
+    return [(job.worker_id, job.started / 1000, job.completed / 1000) for job in jobs if job]
+
+
+async def _tracked_done(bench: Bench, n: int, children: Sequence[Child]) -> list[Any]:
+    async def terminal() -> bool:
+        count = await bench.db.fetchval(
+            "SELECT count(*) FROM background_jobs WHERE status = ANY($1)", list(TERMINAL)
+        )
+        return bool(count == n)
+
+    await _until(terminal, children, f"{n} terminal rows", 60 + n / 50)
+    rows = await bench.db.fetch(
+        """
+        SELECT worker_id, status, extract(epoch FROM started_at) AS started,
+               extract(epoch FROM updated_at) AS done
+        FROM background_jobs
+        """
+    )
+    if any(row["status"] != "complete" for row in rows):
+        raise RuntimeError("a tracked job did not complete")
+    return [(row["worker_id"], float(row["started"]), float(row["done"])) for row in rows]
+
+
+async def drain_once(
+    bench: Bench, mode: str, workers: int = 1, profile: Profiler | None = None
+) -> dict[str, float]:
+    """Fill, start `workers` fresh processes, wait until every job is done, read the rate."""
+    n = bench.config.drain_jobs
+    await bench.reset()
+    keys = await (fill_plain(bench, n) if mode == "plain" else fill_tracked(bench, n))
+    children: list[Child] = []
+    try:
+        for i in range(workers):
+            if mode == "plain":
+                command = [str(VENV_BIN / "python"), "-m", "bench.plain_worker"]
+                children.append(await bench.spawn(f"plain-worker-{i}", command))
+            else:
+                children.append(await bench.start_worker(f"worker-{i}"))
+        if profile is not None:
+            await profile.attach(children[0].pid)
+        if mode == "plain":
+            done = await _plain_done(bench, keys, children)
+        else:
+            done = await _tracked_done(bench, n, children)
+    finally:
+        for child in children:
+            await bench.retire(child, "plain_worker" if mode == "plain" else "worker")
+        if profile is not None:
+            await profile.finish()
+    jobs, seconds = window_rate(done)
+    return {"jobs": jobs, "seconds": rounded(seconds, 3), "jobs_s": rounded(jobs / seconds, 1)}
+
+
+async def run_drain(bench: Bench) -> dict[str, Any]:
+    """Plain vs tracked, one worker each, alternated pairs; ratio = median of pair ratios."""
+    pairs = []
+    for i in range(bench.config.pairs):
+        plain = await drain_once(bench, "plain")
+        tracked = await drain_once(bench, "tracked")
+        ratio = tracked["jobs_s"] / plain["jobs_s"]
+        pairs.append({"plain": plain, "tracked": tracked, "ratio": rounded(ratio, 3)})
+        print(f"  drain pair {i + 1}: plain {plain['jobs_s']} jobs/s, "
+              f"tracked {tracked['jobs_s']} jobs/s, ratio {ratio:.3f}", flush=True)  # fmt: skip
+    result: dict[str, Any] = {
+        "ratio": rounded(median([p["ratio"] for p in pairs]), 3),
+        "plain_jobs_s": rounded(median([p["plain"]["jobs_s"] for p in pairs]), 1),
+        "tracked_jobs_s": rounded(median([p["tracked"]["jobs_s"] for p in pairs]), 1),
+        "jobs": bench.config.drain_jobs,
+        "concurrency": bench.config.concurrency,
+        "pairs": pairs,
+    }
+    if bench.config.profile:
+        profiler = Profiler(bench, "drain-tracked-worker")
+        await drain_once(bench, "tracked", profile=profiler)
+        result["profile"] = profiler.summary_path
+    return result
+
+
+async def run_scale(bench: Bench) -> dict[str, Any]:
+    """One vs two tracked worker processes on the same queue, alternated pairs."""
+    pairs = []
+    for i in range(bench.config.pairs):
+        one = await drain_once(bench, "tracked", workers=1)
+        two = await drain_once(bench, "tracked", workers=2)
+        ratio = two["jobs_s"] / one["jobs_s"]
+        pairs.append({"one": one, "two": two, "ratio": rounded(ratio, 3)})
+        print(f"  scale pair {i + 1}: 1 worker {one['jobs_s']} jobs/s, "
+              f"2 workers {two['jobs_s']} jobs/s, ratio {ratio:.3f}", flush=True)  # fmt: skip
+    return {
+        "ratio_2_to_1": rounded(median([p["ratio"] for p in pairs]), 3),
+        "one_worker_jobs_s": rounded(median([p["one"]["jobs_s"] for p in pairs]), 1),
+        "two_workers_jobs_s": rounded(median([p["two"]["jobs_s"] for p in pairs]), 1),
+        "jobs": bench.config.drain_jobs,
+        "pairs": pairs,
+    }

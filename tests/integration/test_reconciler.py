@@ -1,0 +1,127 @@
+"""The reconciler repairs what no process could report: lost jobs, lost workers, lost writes."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from saq.job import Job, Status
+from saq.queue.redis import RedisQueue
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings, saq_config
+from app.db.models import BackgroundJob
+from app.jobs.queue import TrackedQueue
+from app.jobs.reconciler import Reconciler
+from app.jobs.registry import TaskRegistry, tracked_task
+from app.jobs.services import BackgroundJobService, Enqueuer
+from app.worker.settings import REGISTRY
+from app.worker.tasks import trigger_test
+from tests.integration.conftest import StartWorker
+from tests.support import free_port
+
+WaitForRow = Callable[..., Awaitable[BackgroundJob]]
+
+
+@tracked_task(timeout=60, attempts=2)
+async def two_attempts(ctx: dict[str, Any]) -> None:
+    return None
+
+
+def reconciler(queue: TrackedQueue, registry: TaskRegistry = REGISTRY) -> Reconciler:
+    return Reconciler(queue, registry, default_timeout=60, interval=1, grace=0, worker_lost_after=0)
+
+
+async def test_a_row_accepted_while_redis_was_down_is_enqueued_when_it_is_back(
+    session: AsyncSession,
+    settings: Settings,
+    queue: TrackedQueue,
+    start_worker: StartWorker,
+    wait_for_row: WaitForRow,
+) -> None:
+    dead = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    dead_queue = saq_config(dead).get_queues().get(dead.queue_name)
+    outbox = BackgroundJobService(session, enqueuer=Enqueuer(dead_queue, REGISTRY, 60))
+    row = await outbox.enqueue(trigger_test, {"message": "waited for redis"})
+    assert await queue.job(str(row.job_id)) is None
+
+    report = await reconciler(queue).run_once(force=True)
+    assert report.requeued == 1
+    await start_worker()
+    done = await wait_for_row(row.job_id, lambda r: r.status == "complete")
+    assert done.result == {"message": "waited for redis", "slept_seconds": 0.1}
+
+
+async def test_a_job_flushed_out_of_redis_runs_again_from_its_row(
+    session: AsyncSession, queue: TrackedQueue, start_worker: StartWorker, wait_for_row: WaitForRow
+) -> None:
+    jobs = BackgroundJobService(session, enqueuer=Enqueuer(queue, REGISTRY, 60))
+    row = await jobs.enqueue(trigger_test, {"message": "flushed"})
+    await queue.redis.flushdb()
+
+    assert (await reconciler(queue).run_once(force=True)).requeued == 1
+    await start_worker()
+    await wait_for_row(row.job_id, lambda r: r.status == "complete")
+
+
+async def test_a_running_row_whose_worker_still_lives_is_left_alone(
+    session: AsyncSession, queue: TrackedQueue
+) -> None:
+    jobs = BackgroundJobService(session, enqueuer=Enqueuer(queue, REGISTRY, 60))
+    row = await jobs.enqueue(trigger_test, {"message": "running"})
+    await queue.worker_info("alive-worker", queue_key=queue.name, metadata=None, ttl=60)
+    await jobs.mark_running(
+        row.job_id, attempt=1, worker_id="alive-worker", started_at=datetime.now(UTC)
+    )
+    await queue.redis.delete(queue.job_id(str(row.job_id)))
+
+    report = await reconciler(queue).run_once(force=True)
+    assert (report.requeued, report.worker_lost) == (0, 0)
+
+
+async def test_a_lost_workers_job_is_retried_when_attempts_remain_else_failed_with_the_reason(
+    session: AsyncSession, queue: TrackedQueue, wait_for_row: WaitForRow
+) -> None:
+    registry = TaskRegistry([*REGISTRY.functions, two_attempts])
+    jobs = BackgroundJobService(session, enqueuer=Enqueuer(queue, registry, 60))
+    retried = (await jobs.enqueue(two_attempts, {})).job_id
+    failed = (await jobs.enqueue(trigger_test, {"message": "no retry left"})).job_id
+    for job_id in (retried, failed):
+        # What a worker that died mid-job leaves behind: the job active, its worker gone.
+        job = await queue.dequeue()
+        assert job is not None
+        job.attempts += 1
+        job.started = job.touched = 1
+        job.worker_id = "killed-worker"
+        await queue.update(job, status=Status.ACTIVE)
+        await wait_for_row(job_id, lambda r: r.status == "running")
+
+    report = await reconciler(queue, registry).run_once(force=True)
+    assert report.worker_lost == 2
+    requeued = await wait_for_row(retried, lambda r: r.status == "queued")
+    assert requeued.error is not None
+    assert requeued.error.startswith("worker lost: killed-worker")
+    ended = await wait_for_row(failed, lambda r: r.status == "failed")
+    assert ended.error is not None
+    assert ended.error.startswith("worker lost: killed-worker")
+
+
+async def test_a_write_lost_with_a_killed_process_is_repaired_from_redis(
+    session: AsyncSession, queue: TrackedQueue, settings: Settings, wait_for_row: WaitForRow
+) -> None:
+    jobs = BackgroundJobService(session, enqueuer=Enqueuer(queue, REGISTRY, 60))
+    row = await jobs.enqueue(trigger_test, {"message": "done, unrecorded"})
+    # A plain RedisQueue finishes the job without reporting: the write that died with it.
+    plain = RedisQueue(queue.redis, name=queue.name)
+    job = await plain.job(str(row.job_id))
+    assert isinstance(job, Job)
+    job.attempts = 1
+    job.started = 1_700_000_000_000
+    await plain.finish(job, Status.COMPLETE, result={"ok": True})
+
+    report = await reconciler(queue).run_once(force=True)
+    assert report.repaired == 1
+    repaired = await wait_for_row(row.job_id, lambda r: r.status == "complete")
+    assert (repaired.result, repaired.attempts) == ({"ok": True}, 1)
