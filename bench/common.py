@@ -62,8 +62,10 @@ class Config:
     def from_env(cls) -> Config:
         quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
         loadgen = os.environ.get("BENCH_LOADGEN") or ("wrk" if shutil.which("wrk") else "python")
-        default_output = "bench/results/quick.tmp" if quick else "bench/results/latest.json"
         only = tuple(s for s in os.environ.get("BENCH_ONLY", "").split(",") if s)
+        # Only a full run replaces the committed figures; git ignores *.tmp.
+        partial = quick or bool(only)
+        default_output = "bench/results/smoke.tmp" if partial else "bench/results/latest.json"
         return cls(
             quick=quick,
             pairs=_env_int("BENCH_PAIRS", 1 if quick else 3),
@@ -271,11 +273,16 @@ async def migrate(database_url: str) -> None:
         raise RuntimeError(f"migration failed:\n{output.decode(errors='replace')[-3000:]}")
 
 
-@contextlib.asynccontextmanager
-async def bench_context(config: Config) -> AsyncIterator[Bench]:
+def make_workdir() -> Path:
     # A folder the `postgres` user can enter when we run as root (mkdtemp makes it 0700).
     workdir = Path(tempfile.mkdtemp(prefix="tracked-jobs-bench-"))
     workdir.chmod(0o755)
+    return workdir
+
+
+@contextlib.asynccontextmanager
+async def bench_context(config: Config) -> AsyncIterator[Bench]:
+    workdir = make_workdir()
     try:
         async with servers(workdir) as (database_url, redis_url):
             await migrate(database_url)

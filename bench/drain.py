@@ -123,7 +123,8 @@ async def _plain_done(bench: Bench, keys: list[str], children: Sequence[Child]) 
     finally:
         await queue.disconnect()
     if any(job is None or job.status != "complete" for job in jobs):
-        raise RuntimeError("a plain job did not complete")
+        statuses = {str(job.status) if job else None for job in jobs}
+        raise RuntimeError(f"a plain job did not complete: {statuses}")
     return [(job.worker_id, job.started / 1000, job.completed / 1000) for job in jobs if job]
 
 

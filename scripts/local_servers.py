@@ -174,6 +174,7 @@ class LocalPostgres:
 class LocalRedis:
     data_dir: Path
     port: int
+    persistent: bool = True  # AOF + snapshots; False: a restart loses every job (chaos tests)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -196,8 +197,8 @@ class LocalRedis:
                 "--dir", str(self.data_dir),
                 "--pidfile", str(self.pidfile),
                 "--logfile", str(self.data_dir / "redis.log"),
-                "--save", "60 1",
-                "--appendonly", "yes",
+                *(["--save", "60 1", "--appendonly", "yes"] if self.persistent
+                  else ["--save", "", "--appendonly", "no"]),
                 "--daemonize", "no",
             ],
             stdout=subprocess.DEVNULL,

@@ -22,12 +22,15 @@ from app.config import (
 from app.jobs.controllers import JobController, TaskController
 from app.jobs.dependencies import jobs_service_provider
 from app.jobs.errors import exception_handlers
+from app.jobs.registry import TaskRegistry
 from app.system import health
+from app.worker.settings import REGISTRY
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
+def create_app(settings: Settings | None = None, registry: TaskRegistry = REGISTRY) -> Litestar:
+    """The API, and (through the SAQ plugin's CLI) the worker, for `registry`'s tasks."""
     settings = settings or Settings.from_env()
-    saq = SAQPlugin(saq_config(settings))
+    saq = SAQPlugin(saq_config(settings, registry))
     return Litestar(
         route_handlers=[TaskController, JobController, health],
         plugins=[
@@ -35,7 +38,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             saq,
             ApiQueueLifecycle(saq),
         ],
-        dependencies={"jobs_service": Provide(jobs_service_provider(settings))},
+        dependencies={"jobs_service": Provide(jobs_service_provider(settings, registry))},
         exception_handlers=exception_handlers(),
         logging_config=logging_config(settings),
         openapi_config=OpenAPIConfig(

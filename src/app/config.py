@@ -25,6 +25,7 @@ from litestar_saq import SAQConfig, SAQPlugin
 from redis.asyncio import from_url as redis_from_url
 
 from app.jobs.queue import TrackedQueue
+from app.jobs.registry import TaskRegistry
 
 # The project root holds db/migrations; src/app/config.py is two folders below it.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -244,11 +245,11 @@ def tracked_queue(settings: Settings) -> TrackedQueue:
     )
 
 
-def saq_config(settings: Settings) -> SAQConfig:
-    from app.worker.settings import queue_config
+def saq_config(settings: Settings, registry: TaskRegistry | None = None) -> SAQConfig:
+    from app.worker.settings import REGISTRY, queue_config
 
     return SAQConfig(
-        queue_configs=[queue_config(settings)],
+        queue_configs=[queue_config(settings, registry or REGISTRY)],
         queue_instances={settings.queue_name: tracked_queue(settings)},
         web_enabled=settings.saq_web_enabled,
         web_path="/saq",

@@ -45,8 +45,17 @@ def queue_config(settings: Settings, registry: TaskRegistry = REGISTRY) -> Queue
         before_process=before_process,
         after_process=after_process,
         shutdown_grace_period_s=settings.shutdown_grace_period,
-        timers=cast("PartialTimersDict", {"sweep": settings.sweep_interval}),
+        timers=cast(
+            "PartialTimersDict",
+            # worker_info is how the reconciler tells a live worker from a lost one.
+            {"sweep": settings.sweep_interval, "worker_info": _worker_info_interval(settings)},
+        ),
     )
+
+
+def _worker_info_interval(settings: Settings) -> int:
+    """Often enough that a live worker never looks lost (SAQ keeps the record interval + 1 s)."""
+    return max(1, min(10, int(settings.worker_lost_after // 3)))
 
 
 def _state(ctx: Context) -> dict[str, Any]:
