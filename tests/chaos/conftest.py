@@ -70,9 +70,11 @@ class Cluster:
 
     # -- processes ---------------------------------------------------------------------------
 
-    def start_worker(self, name: str = "worker") -> Running:
+    def start_worker(self, name: str = "worker", **env: str) -> Running:
         worker = Running(
-            [str(VENV_BIN / "litestar"), "--app", CHAOS_APP, "workers", "run"], self.env, name
+            [str(VENV_BIN / "litestar"), "--app", CHAOS_APP, "workers", "run"],
+            {**self.env, **env},
+            name,
         )
         self.processes.append(worker)
         worker.wait_for_line(lambda line: '"worker started"' in line)

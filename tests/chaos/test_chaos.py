@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from tests.chaos.app import chaos_sleep, chaos_sleep_once
 from tests.chaos.conftest import Cluster
+from tests.support import eventually
 
 TRIGGER = "/api/v1/tasks/trigger-test"
 
@@ -50,6 +51,28 @@ async def test_kill_9_a_worker_with_jobs_in_flight_and_no_retries(cluster: Clust
     lost_worker = [r for r in rows.values() if r.status == "failed"]
     assert lost_worker, "some jobs were running when the worker died"
     assert all(r.error.startswith("worker lost") for r in lost_worker), lost_worker
+
+
+async def test_kill_9_a_worker_holding_unwritten_lifecycle_writes(cluster: Cluster) -> None:
+    # Writes wait 5 s before a flush: the jobs finish in Redis, the rows do not know yet.
+    worker = cluster.start_worker(LIFECYCLE_FLUSH_INTERVAL_MS="5000")
+    job_ids = await cluster.submit(10, chaos_sleep_once, seconds=0.05)
+    queue = await cluster.queue()
+
+    async def finished_in_redis() -> bool:
+        jobs = await queue.jobs(job_ids)
+        return all(job is not None and job.status == "complete" for job in jobs)
+
+    await eventually(finished_in_redis, what="jobs complete in redis")
+    worker.send(signal.SIGKILL)
+    worker.process.wait()
+    rows = await cluster.rows(job_ids)
+    assert not any(r.status == "complete" for r in rows.values()), "writes were still buffered"
+    cluster.start_worker("worker 2")
+
+    counts = await cluster.settle("kill -9 worker holding unwritten row updates", job_ids)
+    assert_nothing_lost_or_stuck(counts)
+    assert counts["completed"] == 10, counts
 
 
 async def test_redis_flushall_with_jobs_queued(cluster: Cluster) -> None:
