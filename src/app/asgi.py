@@ -19,10 +19,12 @@ from app.config import (
     saq_config,
     sqlalchemy_config,
 )
+from app.jobs.batcher import InsertBatcher
 from app.jobs.controllers import JobController, TaskController
 from app.jobs.dependencies import jobs_service_provider
 from app.jobs.errors import exception_handlers
 from app.jobs.registry import TaskRegistry
+from app.jobs.services import Enqueuer
 from app.system import health
 from app.worker.settings import REGISTRY
 
@@ -30,15 +32,22 @@ from app.worker.settings import REGISTRY
 def create_app(settings: Settings | None = None, registry: TaskRegistry = REGISTRY) -> Litestar:
     """The API, and (through the SAQ plugin's CLI) the worker, for `registry`'s tasks."""
     settings = settings or Settings.from_env()
+    database = sqlalchemy_config(settings)
     saq = SAQPlugin(saq_config(settings, registry))
+    enqueuer = Enqueuer(
+        queue=saq.get_queue(settings.queue_name),
+        registry=registry,
+        default_timeout=settings.job_timeout,
+        inserts=InsertBatcher(database.get_engine),
+    )
     return Litestar(
         route_handlers=[TaskController, JobController, health],
         plugins=[
-            SQLAlchemyPlugin(config=sqlalchemy_config(settings)),
+            SQLAlchemyPlugin(config=database),
             saq,
             ApiQueueLifecycle(saq),
         ],
-        dependencies={"jobs_service": Provide(jobs_service_provider(settings, registry))},
+        dependencies={"jobs_service": Provide(jobs_service_provider(enqueuer))},
         exception_handlers=exception_handlers(),
         logging_config=logging_config(settings),
         openapi_config=OpenAPIConfig(

@@ -70,9 +70,14 @@ class TrackedQueue(RedisQueue):
 
     async def connect(self) -> None:
         await super().connect()
-        if self.recorder is None:  # connect() is called per request by litestar-saq
+        self._recorder()
+
+    def _recorder(self) -> LifecycleRecorder:
+        """The recorder, started on first need (connect() or the first transition)."""
+        if self.recorder is None:
             self.recorder = LifecycleRecorder(self.sessions, flush_interval=self._flush_interval)
             self.recorder.start()
+        return self.recorder
 
     async def disconnect(self) -> None:
         if self.recorder is not None:
@@ -85,10 +90,7 @@ class TrackedQueue(RedisQueue):
             await super().disconnect()
 
     def _report(self, job: Job) -> None:
-        if self.recorder is None:
-            log.error("job transition with no recorder", job_id=job.key, status=str(job.status))
-            return
-        self.recorder.record(Transition.of(job))
+        self._recorder().record(Transition.of(job))
 
     async def _update(self, job: Job, status: Status | None = None, **kwargs: Any) -> None:
         await super()._update(job, status=status, **kwargs)

@@ -24,7 +24,6 @@ from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from saq.job import Job as SaqJob
 from sqlalchemy import select, text, tuple_
-from sqlalchemy.dialects.postgresql import insert
 
 from app.db.models import BackgroundJob
 from app.jobs.registry import TaskFunction, TaskRegistry
@@ -32,7 +31,9 @@ from app.jobs.states import ALLOWED_SOURCES, TERMINAL_STATUSES, JobStatus, from_
 
 if TYPE_CHECKING:
     from saq.queue import Queue
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+    from app.jobs.batcher import InsertBatcher
 
 log = structlog.get_logger("app.jobs")
 
@@ -53,11 +54,13 @@ class JobAlreadyFinishedError(ValueError):
 
 @dataclass(frozen=True)
 class Enqueuer:
-    """What enqueueing needs besides the database: queue, known tasks, default timeout."""
+    """What enqueueing needs besides the database: queue, known tasks, default timeout,
+    and (in the API) the process's `InsertBatcher` that groups concurrent requests' rows."""
 
     queue: Queue
     registry: TaskRegistry
     default_timeout: int
+    inserts: InsertBatcher | None = None
 
 
 def epoch_ms_to_datetime(millis: int | float | None) -> datetime | None:
@@ -193,6 +196,53 @@ _APPLY = text(
 )
 
 
+# The outbox insert, for one row or a batch: one statement whatever the batch size, so it
+# is prepared once per connection. ON CONFLICT DO NOTHING: of requests with one
+# Idempotency-Key, exactly one inserts (also within one batch).
+_INSERT = text(
+    """
+    INSERT INTO background_jobs (id, job_id, task_name, queue, status, arguments, errors,
+        attempts, max_attempts, user_id, project_id, idempotency_key, request_fingerprint,
+        created_at, updated_at)
+    SELECT v.id, v.job_id, v.task_name, v.queue, 'queued', v.arguments, '[]'::jsonb,
+        0, v.max_attempts, v.user_id, v.project_id, v.idempotency_key, v.request_fingerprint,
+        v.created_at, v.created_at
+    FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:job_ids AS uuid[]), CAST(:task_names AS text[]),
+        CAST(:queues AS text[]), CAST(:arguments AS jsonb[]), CAST(:max_attempts AS integer[]),
+        CAST(:user_ids AS uuid[]), CAST(:project_ids AS uuid[]), CAST(:keys AS text[]),
+        CAST(:fingerprints AS text[]), CAST(:created AS timestamptz[])
+    ) AS v(id, job_id, task_name, queue, arguments, max_attempts, user_id, project_id,
+           idempotency_key, request_fingerprint, created_at)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING job_id
+    """
+)
+
+
+async def insert_rows(
+    connection: AsyncSession | AsyncConnection, rows: Sequence[BackgroundJob]
+) -> set[UUID]:
+    """Insert new `queued` rows in one statement; returns the job ids actually inserted."""
+    result = await connection.execute(
+        _INSERT,
+        {
+            "ids": [r.id for r in rows],
+            "job_ids": [r.job_id for r in rows],
+            "task_names": [r.task_name for r in rows],
+            "queues": [r.queue for r in rows],
+            "arguments": [json.dumps(r.arguments, default=str) for r in rows],
+            "max_attempts": [r.max_attempts for r in rows],
+            "user_ids": [r.user_id for r in rows],
+            "project_ids": [r.project_id for r in rows],
+            "keys": [r.idempotency_key for r in rows],
+            "fingerprints": [r.request_fingerprint for r in rows],
+            "created": [r.created_at for r in rows],
+        },
+    )
+    return {row[0] for row in result}
+
+
 def request_fingerprint(task_name: str, arguments: Mapping[str, Any], *ids: UUID | None) -> str:
     """What makes two requests "the same" for an Idempotency-Key."""
     canonical = json.dumps(
@@ -246,31 +296,36 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
             if idempotency_key is not None
             else None
         )
-        values = {
-            "id": uuid4(),
-            "job_id": uuid4(),
-            "task_name": task_name,
-            "queue": enqueuer.queue.name,
-            "status": JobStatus.QUEUED.value,
-            "arguments": kwargs,
-            "attempts": 0,
-            "max_attempts": policy["retries"],
-            "user_id": user_id,
-            "project_id": project_id,
-            "idempotency_key": idempotency_key,
-            "request_fingerprint": fingerprint,
-            "created_at": datetime.now(UTC),
-            "updated_at": datetime.now(UTC),
-        }
-        # ON CONFLICT DO NOTHING: of concurrent requests with one key, exactly one inserts.
-        row: BackgroundJob | None = await self.session.scalar(
-            insert(BackgroundJob)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
-            .returning(BackgroundJob)
+        now = datetime.now(UTC)
+        row = BackgroundJob(
+            id=uuid4(),
+            job_id=uuid4(),
+            task_name=task_name,
+            queue=enqueuer.queue.name,
+            status=JobStatus.QUEUED.value,
+            arguments=kwargs,
+            result=None,
+            error=None,
+            traceback=None,
+            errors=[],
+            attempts=0,
+            max_attempts=policy["retries"],
+            user_id=user_id,
+            project_id=project_id,
+            worker_id=None,
+            idempotency_key=idempotency_key,
+            request_fingerprint=fingerprint,
+            started_at=None,
+            completed_at=None,
+            created_at=now,
+            updated_at=now,
         )
-        await self.session.commit()
-        if row is None:
+        if enqueuer.inserts is not None:  # grouped with concurrent requests' rows
+            inserted = await enqueuer.inserts.insert(row)
+        else:
+            inserted = bool(await insert_rows(self.session, [row]))
+            await self.session.commit()
+        if not inserted:  # ON CONFLICT DO NOTHING: this idempotency key was used before
             return await self._replay(cast(str, idempotency_key), cast(str, fingerprint))
         await self.send_to_queue(row)
         return row
