@@ -47,7 +47,9 @@ def create_app(settings: Settings | None = None, registry: TaskRegistry = REGIST
             saq,
             ApiQueueLifecycle(saq),
         ],
-        dependencies={"jobs_service": Provide(jobs_service_provider(enqueuer))},
+        dependencies={
+            "jobs_service": Provide(jobs_service_provider(enqueuer, database.get_engine))
+        },
         exception_handlers=exception_handlers(),
         logging_config=logging_config(settings),
         openapi_config=OpenAPIConfig(

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-from litestar.di import NamedDependency
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.jobs.services import BackgroundJobService, Enqueuer
 
 
 def jobs_service_provider(
-    enqueuer: Enqueuer,
-) -> Callable[[AsyncSession], Coroutine[Any, Any, BackgroundJobService]]:
-    """`enqueuer` is the process's own: one queue, one insert batcher for every request."""
+    enqueuer: Enqueuer, engine: Callable[[], AsyncEngine]
+) -> Callable[[], AsyncGenerator[BackgroundJobService, Any]]:
+    """`enqueuer` is the process's own: one queue and one insert batcher for every request.
 
-    async def provide_jobs_service(
-        db_session: NamedDependency[AsyncSession],
-    ) -> BackgroundJobService:
-        return BackgroundJobService(session=db_session, enqueuer=enqueuer)
+    The service opens a session only if the request reads (the trigger does not).
+    """
+    sessions: list[async_sessionmaker[AsyncSession]] = []
+
+    async def provide_jobs_service() -> AsyncGenerator[BackgroundJobService, Any]:
+        if not sessions:  # the engine is made on first use, never at start-up
+            sessions.append(async_sessionmaker(engine(), expire_on_commit=False))
+        service = BackgroundJobService(sessions=sessions[0], enqueuer=enqueuer)
+        try:
+            yield service
+        finally:
+            await service.close()
 
     return provide_jobs_service
