@@ -28,6 +28,11 @@ class BackgroundJob(UUIDv7AuditBase):
         Index("ix_background_jobs_user_id_created_at", "user_id", "created_at"),
         Index("ix_background_jobs_project_id_created_at", "project_id", "created_at"),
         Index("ix_background_jobs_created_at", "created_at"),
+        # "this user's failed jobs, newest first": the page and its count from the index alone.
+        Index("ix_background_jobs_user_id_status_created_at", "user_id", "status", "created_at"),
+        Index(
+            "ix_background_jobs_project_id_status_created_at", "project_id", "status", "created_at"
+        ),
         Index(
             "ix_background_jobs_unfinished_updated_at",
             "updated_at",

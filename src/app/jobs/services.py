@@ -258,6 +258,8 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
         model_type = BackgroundJob
 
     repository_type = Repo
+    # Count with its own query: a window count reads every matching row of a large filter.
+    count_with_window_function = False
 
     def __init__(
         self,
