@@ -101,7 +101,7 @@ def main() -> int:
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
-            start_new_session=True,
+            # Same process group as make: Ctrl-C, or a kill of the group, reaches every child.
         )
         threading.Thread(
             target=pump, args=(name, children[name].stdout, logs / f"{name}.log"), daemon=True
