@@ -44,6 +44,10 @@ format: install ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
+bench: export WITH_WRK := 1
+bench: install system-deps ## run every benchmark scenario on throwaway servers; writes bench/results/latest.json
+	$(RUN) python -m bench
+
 clean: ## stop the servers `make dev` started and delete their data (.local/)
 	-$(RUN) python scripts/local_servers.py down --dir .local
 	rm -rf .local

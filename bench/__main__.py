@@ -13,6 +13,7 @@ BENCH_OUT names the results file.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import platform
@@ -56,6 +57,8 @@ OTHER_FIGURES = [
     "trigger.p50_ms",
     "query.get_p99_ms",
     "query.list_p99_ms",
+    "query.get_1_connection_p99_ms",
+    "query.list_1_connection_p99_ms",
     "scale.ratio_2_to_1",
     "rss_mb.api",
 ]
@@ -75,16 +78,16 @@ def met(value: float, op: str, target: float) -> bool:
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = [f"{'figure':<22} {'value':>10}  {'target':<9} {'':<6}", "-" * 50]
+    lines = [f"{'figure':<32} {'value':>10}  {'target':<9}", "-" * 60]
     for key, op, target in TARGETS:
         value = lookup(results, key)
         if value is not None:
             verdict = "met" if met(value, op, target) else "MISSED"
-            lines.append(f"{key:<22} {value:>10}  {op} {target:<6} {verdict}")
+            lines.append(f"{key:<32} {value:>10}  {op} {target:<6} {verdict}")
     for key in OTHER_FIGURES:
         value = lookup(results, key)
         if value is not None:
-            lines.append(f"{key:<22} {value:>10}")
+            lines.append(f"{key:<32} {value:>10}")
     return "\n".join(lines)
 
 
@@ -111,6 +114,39 @@ def _host() -> dict[str, Any]:
     }
 
 
+def _cpu_ticks() -> tuple[int, int, dict[int, tuple[int, str]]]:
+    """(busy, total) ticks of the machine, and each process's (ticks, command line)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]
+    processes: dict[int, tuple[int, str]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue  # the process ended meanwhile
+        processes[int(stat.parent.name)] = (int(fields[11]) + int(fields[12]), cmdline[:160])
+    return sum(values) - idle, sum(values), processes
+
+
+async def background_load(seconds: float = 2.0) -> dict[str, Any]:
+    """What else keeps this machine busy before we start: a benchmark shares its 2 cores."""
+    busy_before, total_before, before = _cpu_ticks()
+    await asyncio.sleep(seconds)  # the measuring interval itself
+    busy_after, total_after, after = _cpu_ticks()
+    ticks_per_s = os.sysconf("SC_CLK_TCK") * seconds
+    busy = [
+        {"pid": pid, "cpu_pct": round(100 * (ticks - before[pid][0]) / ticks_per_s), "cmd": cmd}
+        for pid, (ticks, cmd) in after.items()
+        if pid in before and (ticks - before[pid][0]) / ticks_per_s > 0.05
+    ]
+    return {
+        "busy_pct": round(100 * (busy_after - busy_before) / max(total_after - total_before, 1)),
+        "busy_processes": sorted(busy, key=lambda p: -p["cpu_pct"]),
+        "nice": os.nice(0),
+    }
+
+
 async def machine(bench: Bench) -> dict[str, Any]:
     redis_info = await bench.redis.info("server")
     return {
@@ -126,11 +162,34 @@ async def machine(bench: Bench) -> dict[str, Any]:
 def command(config: Config) -> str:
     base = "make bench" if os.environ.get("MAKELEVEL") else "uv run python -m bench"
     overrides = " ".join(f"{k}={v}" for k, v in config.overrides().items())
-    return f"{overrides} {base}".strip()
+    niceness = os.nice(0)
+    return f"{f'nice -n {niceness} ' if niceness else ''}{overrides} {base}".replace("  ", " ")
+
+
+def revision() -> dict[str, Any]:
+    """The code measured: the commit, and a digest of src/ as it is on disk right now (the
+    digest decides whether two scenarios ran the same code; a commit elsewhere does not)."""
+    head = _first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    status = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "src").rglob("*.py")):
+        digest.update(path.read_bytes())
+    return {
+        "commit": head,
+        "src_uncommitted_changes": bool(status.stdout.strip()),
+        "src_sha256": digest.hexdigest()[:16],
+    }
 
 
 async def main() -> int:
     config = Config.from_env()
+    unknown = set(config.only) - set(SCENARIOS)
+    if unknown:
+        print(f"BENCH_ONLY: no scenario {sorted(unknown)}; there are {list(SCENARIOS)}")
+        return 2
     selected = [name for name in SCENARIOS if not config.only or name in config.only]
     begun = time.monotonic()
     results: dict[str, Any] = {
@@ -138,17 +197,26 @@ async def main() -> int:
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": config.quick,
     }
+    background = await background_load()
+    if background["busy_pct"] > 10:
+        print(f"warning: the machine is {background['busy_pct']} % busy before the benchmark "
+              f"starts: {background['busy_processes']}", file=sys.stderr)  # fmt: skip
     async with bench_context(config) as bench:
-        results["machine"] = await machine(bench)
+        results["machine"] = {**await machine(bench), "background_before_start": background}
         host = results["machine"]
         print(f"bench: {', '.join(selected)} on {host['cpu']}, {host['cores']} cores; "
               f"load: {config.loadgen}", flush=True)  # fmt: skip
         try:
             for name in selected:
                 print(f"{name} ...", flush=True)
-                started = time.monotonic()
+                started, code = time.monotonic(), revision()
                 results[name] = await SCENARIOS[name](bench)
                 results[name]["scenario_seconds"] = round(time.monotonic() - started, 1)
+                # Each scenario starts fresh processes: this is the code they ran.
+                if revision()["src_sha256"] != code["src_sha256"]:
+                    print(f"warning: src/ changed while {name} ran", file=sys.stderr)
+                    code["changed_during_scenario"] = True
+                results[name]["code"] = code
         except Exception:
             print(describe_failure(bench), file=sys.stderr)
             raise
@@ -156,6 +224,12 @@ async def main() -> int:
             role: round(max(values), 1) for role, values in sorted(bench.peak_rss.items())
         }
     results["duration_s"] = round(time.monotonic() - begun, 1)
+    digests = {results[name]["code"]["src_sha256"] for name in selected}
+    changed = any(results[name]["code"].get("changed_during_scenario") for name in selected)
+    results["code"] = {
+        **results[selected[0]]["code"],
+        "same_for_every_scenario": len(digests) == 1 and not changed,
+    }
     results["targets"] = {
         key: {"target": f"{op} {target}", "met": met(value, op, target)}
         for key, op, target in TARGETS

@@ -1,20 +1,39 @@
-"""The API as shipped plus one bare route, the baseline of the `trigger` scenario.
+"""The API as shipped plus what only the benchmark mounts.
 
     uvicorn --factory bench.app:create_bench_app
 
-Only the benchmark mounts this: the bare route answers a constant body through the same
-server, middleware, logging and plugins as the trigger, so their ratio is the cost of the
-trigger's own work (one INSERT + COMMIT, one enqueue to Redis).
+- `POST /bench/bare` answers a constant body through the same server, middleware, logging
+  and plugins as the trigger, so their ratio is the cost of the trigger's own work.
+- `GET /bench/gc` lists the garbage collector's pauses in this process (generation, ms),
+  recorded by a `gc.callbacks` hook: the tail latencies follow them.
+- BENCH_GC_FREEZE=1 (a what-if, off by default) moves everything alive after start-up out
+  of the collector's reach with `gc.freeze()`, the change docs/benchmarks.md proposes.
 """
 
 from __future__ import annotations
 
-from litestar import Litestar, post
+import gc
+import os
+import time
+from typing import Any
+
+from litestar import Litestar, get, post
 
 from app.asgi import create_app
 from app.config import Settings
 
 BARE_PATH = "/bench/bare"
+GC_PATH = "/bench/gc"
+
+_pauses: list[tuple[int, float]] = []
+_started = [0.0]
+
+
+def _time_collections(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _started[0] = time.perf_counter()
+    else:
+        _pauses.append((info["generation"], (time.perf_counter() - _started[0]) * 1000))
 
 
 @post(BARE_PATH, status_code=202)
@@ -22,7 +41,21 @@ async def bare() -> dict[str, str]:
     return {"message": "bench", "job_id": "00000000-0000-0000-0000-000000000000"}
 
 
+@get(GC_PATH)
+async def gc_pauses() -> list[tuple[int, float]]:
+    return _pauses
+
+
+def _freeze() -> None:
+    gc.collect()
+    gc.freeze()
+
+
 def create_bench_app() -> Litestar:
     app = create_app(Settings.from_env())
     app.register(bare)
+    app.register(gc_pauses)
+    gc.callbacks.append(_time_collections)
+    if os.environ.get("BENCH_GC_FREEZE", "") not in ("", "0"):
+        app.on_startup.append(_freeze)
     return app

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import percentile
+from bench.app import GC_PATH
+from bench.common import Bench, Child, percentile, rounded
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,64 @@ async def closed_loop(
     return await _python(port, requests, connections=connections, seconds=seconds)
 
 
+async def measured(
+    bench: Bench, api: Child, requests: Sequence[Request], *, connections: int, seconds: float
+) -> tuple[LoadResult, dict[str, float]]:
+    """A closed-loop run that fails on any error, with the CPU each answer cost the API
+    process (user and kernel), PostgreSQL and Redis (which of them is busy, which waits),
+    and the API's garbage-collector pauses during the run (`api` runs bench.app)."""
+    gc_before = len(await _gc_pauses(api.port))
+    api_before, servers_before = api.cpu_seconds(), bench.server_cpu_seconds()
+    result = await closed_loop(
+        bench.config.loadgen,
+        api.port,
+        requests,
+        connections=connections,
+        seconds=seconds,
+        workdir=bench.workdir,
+    )
+    if result.errors:
+        raise RuntimeError(f"{result.errors} failed requests on {requests[0].path}")
+    (user, system), servers = api.cpu_seconds(), bench.server_cpu_seconds()
+    pauses = [ms for _, ms in (await _gc_pauses(api.port))[gc_before:]]
+    per_request = 1000 / result.requests
+    cpu = {
+        "api_cpu_user_ms_per_req": rounded((user - api_before[0]) * per_request, 3),
+        "api_cpu_sys_ms_per_req": rounded((system - api_before[1]) * per_request, 3),
+        **{
+            f"{name}_cpu_ms_per_req": rounded((used - servers_before[name]) * per_request, 3)
+            for name, used in servers.items()
+        },
+        "api_gc_pauses": len(pauses),
+        "api_gc_pause_max_ms": rounded(max(pauses, default=0.0)),
+        "api_gc_pause_total_ms": rounded(sum(pauses), 1),
+    }
+    return result, cpu
+
+
+async def _gc_pauses(port: int) -> list[list[float]]:
+    """The API's garbage-collector pauses so far (bench.app's GET /bench/gc)."""
+    connection = HttpConnection(port)
+    try:
+        status, body = await connection.request(Request("GET", GC_PATH))
+    finally:
+        await connection.close()
+    if status != 200:
+        raise RuntimeError(f"{GC_PATH} answered {status}: is this bench.app:create_bench_app?")
+    return list(json.loads(body))
+
+
+CPU_KEYS = (
+    "api_cpu_user_ms_per_req",
+    "api_cpu_sys_ms_per_req",
+    "postgres_cpu_ms_per_req",
+    "redis_cpu_ms_per_req",
+    "api_gc_pauses",
+    "api_gc_pause_max_ms",
+    "api_gc_pause_total_ms",
+)
+
+
 # -- wrk ---------------------------------------------------------------------------------------
 
 _WRK_SCRIPT = """
@@ -97,8 +156,8 @@ async def _wrk(
     script = workdir / "wrk.lua"
     script.write_text(_wrk_script(requests))
     process = await asyncio.create_subprocess_exec(
-        "wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds:g}s", "--timeout", "10s",
-        "-s", str(script), f"http://127.0.0.1:{port}",
+        "wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{seconds:g}s",
+        "--timeout", "10s", "-s", str(script), f"http://127.0.0.1:{port}",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     output, _ = await asyncio.wait_for(process.communicate(), seconds + 60)

@@ -19,7 +19,7 @@ from app.worker.tasks import trigger_test
 
 async def main() -> None:
     queue = RedisQueue.from_url(os.environ["REDIS_URL"], name=os.environ["SAQ_QUEUE_NAME"])
-    worker = Worker(
+    worker = Worker(  # type: ignore[type-var]  # the task's ctx is a plain dict, not SAQ's
         queue,
         [trigger_test],
         concurrency=int(os.environ["WORKER_CONCURRENCY"]),

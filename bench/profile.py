@@ -4,7 +4,9 @@
 
 The profiled run is never one of the measured pairs (sampling slows the process down).
 The summary lands in bench/results/profile-<name>.txt: the functions that used the most CPU
-on their own ("self") and the ones whose calls took the most ("inclusive").
+on their own ("self") and the ones whose calls took the most ("inclusive"). SQLAlchemy runs
+part of each query in a greenlet, whose stacks start at their own root ("entered at
+Session.execute"), so an inclusive share under a caller leaves those samples out.
 """
 
 from __future__ import annotations
@@ -27,32 +29,90 @@ RESULTS = ROOT / "bench" / "results"
 _LINE = re.compile(r":\d+\)$")
 
 
+# Where a sample's time goes, by the first rule any frame of its stack matches.
+PARTS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
+    "drain-tracked-worker": [
+        ("recorder: the UPDATE (SQLAlchemy session, asyncpg)",
+         ("BackgroundJobService.apply", "sqlalchemy", "asyncpg")),
+        ("recorder: job started/finished log lines", ("_log_transitions",)),
+        ("recorder: its loop", ("LifecycleRecorder._run",)),
+        ("TrackedQueue: building each Transition", ("Transition.of", "TrackedQueue._report")),
+        ("worker hooks", ("before_process", "after_process", "_inject_heartbeat")),
+        ("SAQ: dequeue, status updates, finish (Redis)", ("Worker.process", "redis/", "saq/")),
+    ],
+    "trigger-api": [
+        ("Redis enqueue (send_to_queue)", ("send_to_queue", "Queue.enqueue", "_enqueue")),
+        ("row insert (InsertBatcher, SQLAlchemy, asyncpg)",
+         ("InsertBatcher", "insert_rows", "sqlalchemy", "asyncpg")),
+        ("rest of the handler", ("BackgroundJobService.enqueue", "TaskController.trigger_test")),
+        ("logging (uvicorn's access line)", ("logging/__init__", "structlog")),
+        ("HTTP: uvicorn, Litestar (parse, DI, response)", ("litestar/", "uvicorn/")),
+    ],
+    "query-list-api": [
+        ("SQL: SQLAlchemy execute and session, asyncpg",
+         ("Session.", "Transaction", "asyncpg", "_async_ping", "compile")),
+        ("ORM row loading", ("loading.py", "InstanceState", "instrumentation")),
+        ("JobRead.from_row, JSON encoding", ("JobRead.from_row", "encode_json", "msgspec")),
+        ("logging (uvicorn's access line)", ("logging/__init__",)),
+        ("HTTP: uvicorn, Litestar (parse, DI, response)", ("litestar/", "uvicorn/")),
+    ],
+}  # fmt: skip
+
+
 def _frame(raw: str) -> str:
     """'handle (litestar/routes/http.py:123)' -> 'handle (litestar/routes/http.py)'."""
     raw = _LINE.sub(")", raw)
     return raw.replace(str(ROOT) + "/", "").replace(".venv/lib/python3.11/site-packages/", "")
 
 
+def _area(frame: str) -> str:
+    """The package a frame's code belongs to: 'asyncio', 'redis', 'app', ..."""
+    where = frame.rpartition("(")[2].rstrip(")")
+    if where.startswith("src/app/"):
+        return "app (this project)"
+    if where.startswith("<frozen"):
+        return "imports"
+    return where.split("/")[0].removesuffix(".py") or "?"
+
+
+def _part(title: str, stack: str) -> str:
+    for label, needles in PARTS.get(title, []):
+        if any(needle in stack for needle in needles):
+            return label
+    return "the rest: event loop, sockets, asyncio"
+
+
 def summarize(raw_file: Path, title: str, top: int = 30) -> str:
+    parts: Counter[str] = Counter()
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    by_area: Counter[str] = Counter()
+    by_thread: Counter[str] = Counter()
     total = 0
     for line in raw_file.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = [_frame(f) for f in stack.split(";")[1:]]  # the first one is the thread
+        thread, *rest = stack.split(";")  # --threads: the first frame names the thread
+        frames = [_frame(f) for f in rest]
         if not frames:
             continue
         total += count
+        by_thread[f"{thread} entered at {frames[0]}"] += count
+        parts[_part(title, stack)] += count
         self_time[frames[-1]] += count
+        by_area[_area(frames[-1])] += count
         for frame in set(frames):
             inclusive[frame] += count
     lines = [f"# {title}", f"# {total} samples of on-CPU Python stacks (py-spy, idle excluded)"]
-    for label, counter in (("self", self_time), ("inclusive", inclusive)):
-        lines.append(f"\n## top {top} by {label} time")
-        for frame, count in counter.most_common(top):
+    sections = (("part", parts, 10), ("thread", by_thread, 5),
+                ("self time by package", by_area, 15),
+                ("self time", self_time, top),
+                ("inclusive time", inclusive, 2 * top))  # fmt: skip
+    for label, counter, limit in sections:
+        lines.append(f"\n## top {limit} by {label}")
+        for frame, count in counter.most_common(limit):
             lines.append(f"{100 * count / max(total, 1):6.1f}%  {frame}")
     return "\n".join(lines) + "\n"
 
@@ -73,7 +133,7 @@ class Profiler:
     async def attach(self, pid: int) -> None:
         self._process = await asyncio.create_subprocess_exec(
             self._py_spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
-            "--output", str(self.raw), "--nonblocking",
+            "--threads", "--output", str(self.raw), "--nonblocking",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         await asyncio.sleep(0.5)  # py-spy gives no "attached" signal; let it get going
@@ -93,3 +153,5 @@ class Profiler:
         if self.raw.exists():
             RESULTS.mkdir(parents=True, exist_ok=True)
             (ROOT / self.summary_path).write_text(summarize(self.raw, self.name))
+            # The raw stacks stay beside it for a closer look (git ignores *.tmp).
+            shutil.copy(self.raw, RESULTS / f"profile-{self.name}.raw.tmp")

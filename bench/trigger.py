@@ -11,8 +11,8 @@ import json
 from typing import Any
 
 from bench.app import BARE_PATH
-from bench.common import Bench, median, rounded
-from bench.load import LoadResult, Request, closed_loop
+from bench.common import Bench, Child, median, rounded
+from bench.load import CPU_KEYS, LoadResult, Request, measured
 from bench.profile import Profiler
 
 BODY = json.dumps({"message": "bench", "sleep_seconds": 0}).encode()
@@ -20,19 +20,12 @@ TRIGGER = Request("POST", "/api/v1/tasks/trigger-test", BODY)
 BARE = Request("POST", BARE_PATH, BODY)
 
 
-async def _load(bench: Bench, port: int, request: Request, seconds: float) -> LoadResult:
+async def _load(
+    bench: Bench, api: Child, port: int, request: Request, seconds: float
+) -> tuple[LoadResult, dict[str, float]]:
     await bench.reset()
-    result = await closed_loop(
-        bench.config.loadgen,
-        port,
-        [request],
-        connections=bench.config.trigger_connections,
-        seconds=seconds,
-        workdir=bench.workdir,
-    )
-    if result.errors:
-        raise RuntimeError(f"{result.errors} failed requests on {request.path}")
-    return result
+    connections = bench.config.trigger_connections
+    return await measured(bench, api, [request], connections=connections, seconds=seconds)
 
 
 async def run_trigger(bench: Bench) -> dict[str, Any]:
@@ -40,17 +33,21 @@ async def run_trigger(bench: Bench) -> dict[str, Any]:
     try:
         # Warm-up: fills the connection pools and the interpreter's caches; not counted.
         for request in (BARE, TRIGGER):
-            await _load(bench, port, request, min(2.0, bench.config.trigger_seconds))
-        pairs = []
+            await _load(bench, api, port, request, min(2.0, bench.config.trigger_seconds))
+        pairs: list[dict[str, Any]] = []
         for i in range(bench.config.pairs):
-            bare = await _load(bench, port, BARE, bench.config.trigger_seconds)
-            trigger = await _load(bench, port, TRIGGER, bench.config.trigger_seconds)
+            bare, bare_cpu = await _load(bench, api, port, BARE, bench.config.trigger_seconds)
+            trigger, cpu = await _load(bench, api, port, TRIGGER, bench.config.trigger_seconds)
             rows = await bench.db.fetchval("SELECT count(*) FROM background_jobs")
             if rows < trigger.requests:  # more is fine: wrk stops counting with requests in flight
                 raise RuntimeError(f"{trigger.requests} triggers answered but {rows} rows")
             ratio = trigger.rps / bare.rps
             pairs.append(
-                {"bare": bare.as_dict(), "trigger": trigger.as_dict(), "ratio": rounded(ratio, 3)}
+                {
+                    "bare": {**bare.as_dict(), **bare_cpu},
+                    "trigger": {**trigger.as_dict(), **cpu},
+                    "ratio": rounded(ratio, 3),
+                }
             )
             print(f"  trigger pair {i + 1}: bare {bare.rps:.0f} req/s p99 {bare.p99_ms:.1f} ms, "
                   f"trigger {trigger.rps:.0f} req/s p99 {trigger.p99_ms:.1f} ms, "
@@ -63,6 +60,11 @@ async def run_trigger(bench: Bench) -> dict[str, Any]:
             "bare_req_s": rounded(median([p["bare"]["req_s"] for p in pairs]), 1),
             "bare_p50_ms": rounded(median([p["bare"]["p50_ms"] for p in pairs])),
             "bare_p99_ms": rounded(median([p["bare"]["p99_ms"] for p in pairs])),
+            **{
+                f"{side}_{key}": rounded(median([p[side][key] for p in pairs]), 3)
+                for side in ("trigger", "bare")
+                for key in CPU_KEYS
+            },
             "connections": bench.config.trigger_connections,
             "seconds_per_run": bench.config.trigger_seconds,
             "loadgen": bench.config.loadgen,
@@ -72,7 +74,7 @@ async def run_trigger(bench: Bench) -> dict[str, Any]:
             profiler = Profiler(bench, "trigger-api")
             await profiler.attach(api.pid)
             try:
-                await _load(bench, port, TRIGGER, bench.config.trigger_seconds)
+                await _load(bench, api, port, TRIGGER, bench.config.trigger_seconds)
             finally:
                 await profiler.finish()
             result["profile"] = profiler.summary_path
