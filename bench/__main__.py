@@ -163,7 +163,8 @@ def command(config: Config) -> str:
     base = "make bench" if os.environ.get("MAKELEVEL") else "uv run python -m bench"
     overrides = " ".join(f"{k}={v}" for k, v in config.overrides().items())
     niceness = os.nice(0)
-    return f"{f'nice -n {niceness} ' if niceness else ''}{overrides} {base}".replace("  ", " ")
+    nice = f"nice -n {niceness}" if niceness else ""
+    return " ".join(part for part in (nice, overrides, base) if part)
 
 
 def revision() -> dict[str, Any]:
