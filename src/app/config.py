@@ -7,7 +7,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import litestar_saq.config
 import msgspec
@@ -36,29 +36,21 @@ class SettingsError(ValueError):
     """An environment variable holds a value the service cannot use."""
 
 
-def _env_int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+Number = TypeVar("Number", int, float)
+
+
+def _env_number(env: dict[str, str], name: str, default: Number, minimum: int = 0) -> Number:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
+    kind = type(default)
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError as exc:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+        what = "an integer" if kind is int else "a number"
+        raise SettingsError(f"{name} must be {what}, got {raw!r}") from exc
     if value < minimum:
         raise SettingsError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _env_float(env: dict[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
-    if value < 0:
-        raise SettingsError(f"{name} must be >= 0, got {value}")
     return value
 
 
@@ -115,26 +107,26 @@ class Settings:
             database_url=_async_database_url(env.get("DATABASE_URL") or defaults.database_url),
             redis_url=env.get("REDIS_URL") or defaults.redis_url,
             queue_name=env.get("SAQ_QUEUE_NAME") or defaults.queue_name,
-            worker_concurrency=_env_int(
+            worker_concurrency=_env_number(
                 env, "WORKER_CONCURRENCY", defaults.worker_concurrency, minimum=1
             ),
-            job_timeout=_env_int(env, "JOB_TIMEOUT", defaults.job_timeout, minimum=1),
-            shutdown_grace_period=_env_int(
+            job_timeout=_env_number(env, "JOB_TIMEOUT", defaults.job_timeout, minimum=1),
+            shutdown_grace_period=_env_number(
                 env, "WORKER_SHUTDOWN_GRACE_PERIOD", defaults.shutdown_grace_period
             ),
-            db_pool_size=_env_int(env, "DB_POOL_SIZE", defaults.db_pool_size, minimum=1),
+            db_pool_size=_env_number(env, "DB_POOL_SIZE", defaults.db_pool_size, minimum=1),
             log_level=log_level,
             log_json=_env_bool(env, "LOG_JSON", defaults.log_json),
             saq_web_enabled=_env_bool(env, "SAQ_WEB_ENABLED", defaults.saq_web_enabled),
-            max_request_body=_env_int(
+            max_request_body=_env_number(
                 env, "MAX_REQUEST_BODY", defaults.max_request_body, minimum=1024
             ),
             migrations_path=Path(env.get("MIGRATIONS_PATH") or defaults.migrations_path),
-            reconcile_interval=_env_float(env, "RECONCILE_INTERVAL", defaults.reconcile_interval),
-            reconcile_grace=_env_float(env, "RECONCILE_GRACE", defaults.reconcile_grace),
-            worker_lost_after=_env_float(env, "WORKER_LOST_AFTER", defaults.worker_lost_after),
-            sweep_interval=_env_int(env, "SWEEP_INTERVAL", defaults.sweep_interval, minimum=1),
-            flush_interval_ms=_env_float(
+            reconcile_interval=_env_number(env, "RECONCILE_INTERVAL", defaults.reconcile_interval),
+            reconcile_grace=_env_number(env, "RECONCILE_GRACE", defaults.reconcile_grace),
+            worker_lost_after=_env_number(env, "WORKER_LOST_AFTER", defaults.worker_lost_after),
+            sweep_interval=_env_number(env, "SWEEP_INTERVAL", defaults.sweep_interval, minimum=1),
+            flush_interval_ms=_env_number(
                 env, "LIFECYCLE_FLUSH_INTERVAL_MS", defaults.flush_interval_ms
             ),
         )

@@ -11,6 +11,7 @@ from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
+from app.db.models import BackgroundJob
 from app.jobs.schemas import (
     TRIGGER_ACCEPTED_MESSAGE,
     JobAccepted,
@@ -59,6 +60,14 @@ def _parse_job_id(job_id: str) -> UUID:
         ) from None
 
 
+async def _find_job(jobs_service: BackgroundJobService, job_id: str) -> BackgroundJob:
+    """The row of `job_id`: 400 if it is not a UUID, 404 if there is none."""
+    row = await jobs_service.get_by_job_id(_parse_job_id(job_id))
+    if row is None:
+        raise NotFoundException(detail=f"no job with job_id {job_id}")
+    return row
+
+
 class JobController(Controller):
     path = "/api/v1/jobs"
     tags = ("jobs",)
@@ -68,19 +77,14 @@ class JobController(Controller):
         self, job_id: FromPath[str], jobs_service: NamedDependency[BackgroundJobService]
     ) -> JobRead:
         """What happened to one job: its status, timestamps, attempts, result and error."""
-        row = await jobs_service.get_by_job_id(_parse_job_id(job_id))
-        if row is None:
-            raise NotFoundException(detail=f"no job with job_id {job_id}")
-        return JobRead.from_row(row)
+        return JobRead.from_row(await _find_job(jobs_service, job_id))
 
     @post("/{job_id:str}/cancel", status_code=HTTP_202_ACCEPTED)
     async def cancel_job(
         self, job_id: FromPath[str], jobs_service: NamedDependency[BackgroundJobService]
     ) -> JobCancelRequested:
         """Abort a job that is queued or running; the row ends `aborted`. Ended jobs: 409."""
-        row = await jobs_service.get_by_job_id(_parse_job_id(job_id))
-        if row is None:
-            raise NotFoundException(detail=f"no job with job_id {job_id}")
+        row = await _find_job(jobs_service, job_id)
         await jobs_service.cancel(row, reason="cancelled by API request")
         return JobCancelRequested(message="cancellation requested", job_id=job_id)
 
