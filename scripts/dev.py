@@ -44,24 +44,22 @@ def main() -> int:
     api_port = int(env.get("API_PORT", "8000"))
     started: list[LocalPostgres | LocalRedis] = []
     try:
-        if env.get("DATABASE_URL") and reachable(env["DATABASE_URL"], 5432):
-            print(f"dev: using DATABASE_URL={env['DATABASE_URL']}")
-        else:
-            if env.get("DATABASE_URL"):
-                print("dev: DATABASE_URL is not reachable; starting a local PostgreSQL")
-            postgres = LocalPostgres(LOCAL / "postgres", int(env.get("DEV_PG_PORT", "55432")))
-            postgres.start()
-            started.append(postgres)
-            env["DATABASE_URL"] = postgres.url
-        if env.get("REDIS_URL") and reachable(env["REDIS_URL"], 6379):
-            print(f"dev: using REDIS_URL={env['REDIS_URL']}")
-        else:
-            if env.get("REDIS_URL"):
-                print("dev: REDIS_URL is not reachable; starting a local Redis")
-            redis = LocalRedis(LOCAL / "redis", int(env.get("DEV_REDIS_PORT", "56379")))
-            redis.start()
-            started.append(redis)
-            env["REDIS_URL"] = redis.url
+        servers = (
+            ("DATABASE_URL", 5432, "PostgreSQL",
+             lambda: LocalPostgres(LOCAL / "postgres", int(env.get("DEV_PG_PORT", "55432")))),
+            ("REDIS_URL", 6379, "Redis",
+             lambda: LocalRedis(LOCAL / "redis", int(env.get("DEV_REDIS_PORT", "56379")))),
+        )  # fmt: skip
+        for variable, default_port, name, local_server in servers:
+            if env.get(variable) and reachable(env[variable], default_port):
+                print(f"dev: using {variable}={env[variable]}")
+                continue
+            if env.get(variable):
+                print(f"dev: {variable} is not reachable; starting a local {name}")
+            server = local_server()
+            server.start()
+            started.append(server)
+            env[variable] = server.url
     except ServerError as exc:
         print(f"dev: {exc}", file=sys.stderr)
         _stop(started)
