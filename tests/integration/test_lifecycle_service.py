@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings, saq_config
 from app.db.models import BackgroundJob
 from app.jobs.registry import TaskRegistry, UnknownTaskError, tracked_task
-from app.jobs.services import BackgroundJobService, Enqueuer
+from app.jobs.services import BackgroundJobService, Enqueuer, Transition
+from app.jobs.states import JobStatus
 from app.worker.tasks import trigger_test
 from tests.support import free_port
 
@@ -35,6 +36,57 @@ async def reload(session: AsyncSession, job_id: UUID) -> BackgroundJob:
     row = await BackgroundJobService(session).get_by_job_id(job_id)
     assert row is not None
     return row
+
+
+# What each lifecycle event reports, as `TrackedQueue` builds it, applied one at a time.
+
+
+async def mark_running(
+    jobs: BackgroundJobService, job_id: UUID, *, attempt: int, worker_id: str, started_at: datetime
+) -> bool:
+    transition = Transition(
+        job_id, "t", JobStatus.RUNNING, attempt, worker_id=worker_id, started_at=started_at
+    )
+    return bool(await jobs.apply([transition]))
+
+
+async def mark_complete(
+    jobs: BackgroundJobService, job_id: UUID, *, attempt: int, result: Any, completed_at: datetime
+) -> bool:
+    transition = Transition(
+        job_id, "t", JobStatus.COMPLETE, attempt, result=result, completed_at=completed_at
+    )
+    return bool(await jobs.apply([transition]))
+
+
+async def mark_retrying(
+    jobs: BackgroundJobService, job_id: UUID, *, attempt: int, error: str, traceback: str | None
+) -> bool:
+    transition = Transition(
+        job_id, "t", JobStatus.QUEUED, attempt, error=error, traceback=traceback
+    )
+    return bool(await jobs.apply([transition]))
+
+
+async def mark_failed(
+    jobs: BackgroundJobService,
+    job_id: UUID,
+    *,
+    attempt: int,
+    error: str,
+    traceback: str | None,
+    completed_at: datetime,
+) -> bool:
+    transition = Transition(
+        job_id,
+        "t",
+        JobStatus.FAILED,
+        attempt,
+        error=error,
+        traceback=traceback,
+        completed_at=completed_at,
+    )
+    return bool(await jobs.apply([transition]))
 
 
 async def test_enqueue_commits_a_queued_row_then_puts_the_job_on_the_queue(
@@ -109,13 +161,13 @@ async def test_when_redis_is_unreachable_the_row_is_kept_as_the_outbox(
 async def test_a_job_runs_then_completes(jobs: BackgroundJobService, session: AsyncSession) -> None:
     row = await jobs.enqueue(trigger_test, {"message": "m"})
     started = datetime.now(UTC)
-    assert await jobs.mark_running(row.job_id, attempt=1, worker_id="w1", started_at=started)
+    assert await mark_running(jobs, row.job_id, attempt=1, worker_id="w1", started_at=started)
     running = await reload(session, row.job_id)
     assert (running.status, running.attempts, running.worker_id) == ("running", 1, "w1")
     assert running.started_at == started
 
     done = datetime.now(UTC)
-    assert await jobs.mark_complete(row.job_id, attempt=1, result={"ok": True}, completed_at=done)
+    assert await mark_complete(jobs, row.job_id, attempt=1, result={"ok": True}, completed_at=done)
     complete = await reload(session, row.job_id)
     assert (complete.status, complete.result) == ("complete", {"ok": True})
     assert complete.completed_at == done
@@ -126,14 +178,14 @@ async def test_a_retry_goes_back_to_queued_keeping_the_error_and_the_attempt_cou
 ) -> None:
     row = await jobs.enqueue(trigger_test, {"message": "m"})
     now = datetime.now(UTC)
-    await jobs.mark_running(row.job_id, attempt=1, worker_id="w1", started_at=now)
-    assert await jobs.mark_retrying(row.job_id, attempt=1, error="E: one", traceback="tb one")
+    await mark_running(jobs, row.job_id, attempt=1, worker_id="w1", started_at=now)
+    assert await mark_retrying(jobs, row.job_id, attempt=1, error="E: one", traceback="tb one")
     retried = await reload(session, row.job_id)
     assert (retried.status, retried.attempts, retried.error) == ("queued", 1, "E: one")
 
-    await jobs.mark_running(row.job_id, attempt=2, worker_id="w2", started_at=now)
-    assert await jobs.mark_failed(
-        row.job_id, attempt=2, error="E: two", traceback="tb two", completed_at=now
+    await mark_running(jobs, row.job_id, attempt=2, worker_id="w2", started_at=now)
+    assert await mark_failed(
+        jobs, row.job_id, attempt=2, error="E: two", traceback="tb two", completed_at=now
     )
     failed = await reload(session, row.job_id)
     assert (failed.status, failed.attempts, failed.error, failed.traceback) == (
@@ -150,9 +202,9 @@ async def test_a_late_event_from_an_older_attempt_is_ignored(
 ) -> None:
     row = await jobs.enqueue(trigger_test, {"message": "m"})
     now = datetime.now(UTC)
-    await jobs.mark_running(row.job_id, attempt=2, worker_id="w2", started_at=now)
+    await mark_running(jobs, row.job_id, attempt=2, worker_id="w2", started_at=now)
     # Attempt 1's after_process reporting its retry arrives after attempt 2 started.
-    assert not await jobs.mark_retrying(row.job_id, attempt=1, error="old", traceback=None)
+    assert not await mark_retrying(jobs, row.job_id, attempt=1, error="old", traceback=None)
     row_now = await reload(session, row.job_id)
     assert (row_now.status, row_now.attempts, row_now.error) == ("running", 2, None)
 
@@ -162,11 +214,11 @@ async def test_a_finished_row_never_moves_again(
 ) -> None:
     row = await jobs.enqueue(trigger_test, {"message": "m"})
     now = datetime.now(UTC)
-    await jobs.mark_running(row.job_id, attempt=1, worker_id="w1", started_at=now)
-    await jobs.mark_complete(row.job_id, attempt=1, result=1, completed_at=now)
-    assert not await jobs.mark_running(row.job_id, attempt=2, worker_id="w2", started_at=now)
-    assert not await jobs.mark_failed(
-        row.job_id, attempt=2, error="x", traceback=None, completed_at=now
+    await mark_running(jobs, row.job_id, attempt=1, worker_id="w1", started_at=now)
+    await mark_complete(jobs, row.job_id, attempt=1, result=1, completed_at=now)
+    assert not await mark_running(jobs, row.job_id, attempt=2, worker_id="w2", started_at=now)
+    assert not await mark_failed(
+        jobs, row.job_id, attempt=2, error="x", traceback=None, completed_at=now
     )
     assert (await reload(session, row.job_id)).status == "complete"
 
@@ -180,12 +232,12 @@ async def test_record_outcome_maps_what_after_process_sees(
     jobs: BackgroundJobService, session: AsyncSession, saq_status: Status, expected: str
 ) -> None:
     row = await jobs.enqueue(trigger_test, {"message": "m"})
-    await jobs.mark_running(row.job_id, attempt=1, worker_id="w", started_at=datetime.now(UTC))
+    await mark_running(jobs, row.job_id, attempt=1, worker_id="w", started_at=datetime.now(UTC))
     job = Job(function="trigger_test", key=str(row.job_id), attempts=1, status=saq_status)
     job.result = {"r": 1} if saq_status == Status.COMPLETE else None
     job.error = None if saq_status == Status.COMPLETE else "Traceback\nValueError: nope"
     exception = None if saq_status in (Status.COMPLETE, Status.ABORTED) else ValueError("nope")
-    assert await jobs.record_outcome(job, exception)
+    assert await jobs.apply([Transition.of(job, exception)])
     stored = await reload(session, row.job_id)
     assert stored.status == expected
     if expected == "complete":

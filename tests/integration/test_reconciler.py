@@ -20,6 +20,7 @@ from app.jobs.services import BackgroundJobService, Enqueuer
 from app.worker.settings import REGISTRY
 from app.worker.tasks import trigger_test
 from tests.integration.conftest import StartWorker
+from tests.integration.test_lifecycle_service import mark_running
 from tests.support import free_port
 
 WaitForRow = Callable[..., Awaitable[BackgroundJob]]
@@ -72,8 +73,8 @@ async def test_a_running_row_whose_worker_still_lives_is_left_alone(
     jobs = BackgroundJobService(session, enqueuer=Enqueuer(queue, REGISTRY, 60))
     row = await jobs.enqueue(trigger_test, {"message": "running"})
     await queue.worker_info("alive-worker", queue_key=queue.name, metadata=None, ttl=60)
-    await jobs.mark_running(
-        row.job_id, attempt=1, worker_id="alive-worker", started_at=datetime.now(UTC)
+    await mark_running(
+        jobs, row.job_id, attempt=1, worker_id="alive-worker", started_at=datetime.now(UTC)
     )
     await queue.redis.delete(queue.job_id(str(row.job_id)))
 
