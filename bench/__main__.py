@@ -242,7 +242,8 @@ async def main() -> int:
     partial.replace(config.output)
     print()
     print(table(results))
-    print(f"\nwrote {config.output.relative_to(ROOT)} in {results['duration_s']} s")
+    shown = config.output.relative_to(ROOT) if config.output.is_relative_to(ROOT) else config.output
+    print(f"\nwrote {shown} in {results['duration_s']} s")
     return 0
 
 

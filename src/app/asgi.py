@@ -6,6 +6,8 @@ call it with no argument, reading the settings from the environment.
 
 from __future__ import annotations
 
+from typing import cast
+
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar
 from litestar.di import Provide
@@ -19,13 +21,13 @@ from app.config import (
     saq_config,
     sqlalchemy_config,
 )
-from app.jobs.batcher import InsertBatcher
 from app.jobs.controllers import JobController, TaskController
 from app.jobs.dependencies import jobs_service_provider
 from app.jobs.errors import exception_handlers
+from app.jobs.queue import TrackedQueue
 from app.jobs.registry import TaskRegistry
 from app.jobs.services import Enqueuer
-from app.system import health
+from app.system import freeze_startup_objects, health
 from app.worker.settings import REGISTRY
 
 
@@ -35,12 +37,12 @@ def create_app(settings: Settings | None = None, registry: TaskRegistry = REGIST
     database = sqlalchemy_config(settings)
     saq = SAQPlugin(saq_config(settings, registry))
     enqueuer = Enqueuer(
-        queue=saq.get_queue(settings.queue_name),
+        queue=cast("TrackedQueue", saq.get_queue(settings.queue_name)),
         registry=registry,
         default_timeout=settings.job_timeout,
-        inserts=InsertBatcher(database.get_engine),
+        engine=database.get_engine,  # concurrent triggers share one INSERT and one pipeline
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[TaskController, JobController, health],
         plugins=[
             SQLAlchemyPlugin(config=database),
@@ -56,4 +58,7 @@ def create_app(settings: Settings | None = None, registry: TaskRegistry = REGIST
             title="Tracked background jobs", version="0.1.0", path="/schema"
         ),
         request_max_body_size=settings.max_request_body,
+        on_shutdown=[enqueuer.close],
     )
+    app.on_startup.append(freeze_startup_objects)  # last: after every plugin's start-up
+    return app

@@ -95,6 +95,7 @@ class Settings:
     worker_lost_after: float = 30.0
     sweep_interval: int = 10
     flush_interval_ms: float = 2.0
+    busy_flush_interval_ms: float = 10.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -128,6 +129,9 @@ class Settings:
             sweep_interval=_env_number(env, "SWEEP_INTERVAL", defaults.sweep_interval, minimum=1),
             flush_interval_ms=_env_number(
                 env, "LIFECYCLE_FLUSH_INTERVAL_MS", defaults.flush_interval_ms
+            ),
+            busy_flush_interval_ms=_env_number(
+                env, "LIFECYCLE_BUSY_FLUSH_INTERVAL_MS", defaults.busy_flush_interval_ms
             ),
         )
 
@@ -247,6 +251,7 @@ def tracked_queue(settings: Settings) -> TrackedQueue:
         # would double the round trips of the worker's only database traffic.
         engine_options={**settings.engine_options(), "pool_pre_ping": False},
         flush_interval=settings.flush_interval_ms / 1000,
+        busy_flush_interval=settings.busy_flush_interval_ms / 1000,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from litestar import Response, get
@@ -34,3 +35,15 @@ async def health(
         {"status": "ok" if healthy else "degraded", **checks},
         status_code=HTTP_200_OK if healthy else HTTP_503_SERVICE_UNAVAILABLE,
     )
+
+
+def freeze_startup_objects() -> None:
+    """Move everything built at start-up out of the garbage collector's reach.
+
+    The application (Litestar, its OpenAPI model, SQLAlchemy's mappers) is most of a
+    process's objects and lives as long as it does; without this, each full collection
+    walks all of it again, pausing every request in flight (docs/benchmarks.md measures
+    pauses of 70 ms under load). Called once start-up is done, in the API and the worker.
+    """
+    gc.collect()
+    gc.freeze()

@@ -1,37 +1,37 @@
-"""Group the outbox inserts of concurrent requests into one statement.
+"""Group the work of concurrent requests into one flush.
 
-Under load many trigger requests are in flight at once; each would pay a round trip and a
-statement of its own. Here a request hands its row over and waits: one flush at a time
-takes every row that arrived meanwhile and inserts them together (autocommit, one round
-trip). An idle API pays nothing extra: a lone request is flushed at once. The response is
-sent only after the flush committed, so "the row exists before the 202" still holds.
+Under load many trigger requests are in flight at once; each would pay its own database
+and Redis round trips. Here a request hands its item over and waits: one flush at a time
+takes every item that arrived meanwhile and handles them together. An idle API pays
+nothing extra: a lone request is flushed at once. A request is answered only after the
+flush that carried its item returned.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
-from app.jobs.services import insert_rows
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
-    from app.db.models import BackgroundJob
+Item = TypeVar("Item")
+Outcome = TypeVar("Outcome")
 
 
-class InsertBatcher:
-    def __init__(self, engine: Callable[[], AsyncEngine], max_batch: int = 500) -> None:
-        self._engine = engine  # resolved on first use: nothing connects at start-up
+class Batcher(Generic[Item, Outcome]):
+    def __init__(
+        self,
+        flush: Callable[[list[Item]], Awaitable[Sequence[Outcome]]],
+        max_batch: int = 500,
+    ) -> None:
+        self._flush_batch = flush  # one outcome per item, in order
         self._max_batch = max_batch
-        self._pending: list[tuple[BackgroundJob, asyncio.Future[bool]]] = []
+        self._pending: list[tuple[Item, asyncio.Future[Outcome]]] = []
         self._flushing: asyncio.Task[None] | None = None
 
-    async def insert(self, row: BackgroundJob) -> bool:
-        """Insert `row` (committed on return); False if its idempotency key was taken."""
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append((row, done))
+    async def submit(self, item: Item) -> Outcome:
+        """`item`'s outcome, once the flush that carried it has returned."""
+        done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, done))
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self._flush())
         return await done
@@ -43,14 +43,12 @@ class InsertBatcher:
                 self._pending[self._max_batch :],
             )
             try:
-                async with self._engine().connect() as connection:
-                    autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-                    inserted = await insert_rows(autocommit, [row for row, _ in batch])
-            except Exception as exc:  # every waiting request learns it (a 503, nothing enqueued)
+                outcomes = await self._flush_batch([item for item, _ in batch])
+            except Exception as exc:  # every waiting request learns it
                 for _, done in batch:
                     if not done.done():
                         done.set_exception(exc)
                 continue
-            for row, done in batch:
+            for (_, done), outcome in zip(batch, outcomes, strict=True):
                 if not done.done():
-                    done.set_result(row.job_id in inserted)
+                    done.set_result(outcome)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -17,8 +18,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from saq.job import Job, Status
 from saq.queue.redis import RedisQueue
+from saq.utils import now
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from app.db.connection import HeldConnection
 from app.jobs.recorder import LifecycleRecorder
 from app.jobs.services import Transition
 
@@ -36,6 +39,17 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 return id_jobs
 """
+# SAQ's enqueue script (queue/redis.py `_enqueue`): a job whose key is unfinished is refused.
+_ENQUEUE = """
+if not redis.call('ZSCORE', KEYS[1], KEYS[2]) and redis.call('EXISTS', KEYS[4]) == 0 then
+    redis.call('SET', KEYS[2], ARGV[1])
+    redis.call('ZADD', KEYS[1], ARGV[2], KEYS[2])
+    if ARGV[2] == '0' then redis.call('RPUSH', KEYS[3], KEYS[2]) end
+    return 1
+else
+    return nil
+end
+"""
 # How long a worker may take from taking a job to marking it active (see `sweep`).
 _SWEEP_SECOND_LOOK = 2.0
 
@@ -49,23 +63,30 @@ class TrackedQueue(RedisQueue):
         database_url: str,
         engine_options: dict[str, Any] | None = None,
         flush_interval: float = 0.002,
+        busy_flush_interval: float = 0.010,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._database_url = database_url
         self._engine_options = engine_options or {}
-        self._flush_interval = flush_interval
+        self._flush_intervals = (flush_interval, busy_flush_interval)
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[Any] | None = None
+        self._held: HeldConnection | None = None
         self.recorder: LifecycleRecorder | None = None
         self._redis_backoff = 0.0
 
     @property
-    def sessions(self) -> async_sessionmaker[Any]:
-        """Sessions on this process's own engine, made on first use (never at import)."""
-        if self._sessions is None:
+    def engine(self) -> AsyncEngine:
+        """This process's own engine, made on first use (never at import)."""
+        if self._engine is None:
             self._engine = create_async_engine(self._database_url, **self._engine_options)
-            self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+        return self._engine
+
+    @property
+    def sessions(self) -> async_sessionmaker[Any]:
+        if self._sessions is None:
+            self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         return self._sessions
 
     async def connect(self) -> None:
@@ -75,7 +96,11 @@ class TrackedQueue(RedisQueue):
     def _recorder(self) -> LifecycleRecorder:
         """The recorder, started on first need (connect() or the first transition)."""
         if self.recorder is None:
-            self.recorder = LifecycleRecorder(self.sessions, flush_interval=self._flush_interval)
+            self._held = HeldConnection(lambda: self.engine)
+            idle, busy = self._flush_intervals
+            self.recorder = LifecycleRecorder(
+                self._held, flush_interval=idle, busy_flush_interval=busy
+            )
             self.recorder.start()
         return self.recorder
 
@@ -83,11 +108,34 @@ class TrackedQueue(RedisQueue):
         if self.recorder is not None:
             await self.recorder.close()
             self.recorder = None
+        if self._held is not None:
+            await self._held.close()
+            self._held = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine, self._sessions = None, None
         with contextlib.suppress(*_REDIS_DOWN):  # closing needs no answer from a dead Redis
             await super().disconnect()
+
+    async def enqueue_many(self, jobs: Sequence[Job]) -> list[bool]:
+        """Enqueue `jobs` in one pipeline (SAQ's `enqueue`, one round trip for them all).
+
+        For each job, True if it was enqueued, False if its key is still unfinished.
+        """
+        if not jobs:
+            return []
+        if self._enqueue_script is None:
+            self._enqueue_script = self.redis.register_script(_ENQUEUE)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job in jobs:
+                job.queue, job.queued, job.status = self, now(), Status.QUEUED
+                await self._before_enqueue(job)
+                await self._enqueue_script(
+                    keys=[self._incomplete, job.id, self._queued, job.abort_id],
+                    args=[self.serialize(job), job.scheduled],
+                    client=pipe,
+                )
+            return [bool(accepted) for accepted in await pipe.execute()]
 
     def _report(self, job: Job) -> None:
         self._recorder().record(Transition.of(job))

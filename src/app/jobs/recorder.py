@@ -2,24 +2,27 @@
 
 A worker reports a transition by appending it to a list (no I/O). One background task
 flushes what has gathered as a single UPDATE, a few milliseconds after the first event of
-an idle period, so a row trails Redis by milliseconds. When PostgreSQL is down the batch
-is kept and retried with backoff, so jobs keep running and the rows are true once it is
-back. What a killed process still held is repaired by the reconciler from Redis.
+an idle period, so a row trails Redis by milliseconds. Under load it writes at most once
+per busy interval (10 ms): batches grow with the load instead of the number of writes.
+When PostgreSQL is down the batch is kept and retried with backoff, so jobs keep running
+and the rows are true once it is back. What a killed process still held is repaired by
+the reconciler from Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import TYPE_CHECKING
 
 import structlog
 
-from app.jobs.services import BackgroundJobService, Transition
+from app.jobs.services import Transition, apply_transitions
 from app.jobs.states import JobStatus
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    from app.db.connection import HeldConnection
 
 log = structlog.get_logger("app.worker")
 
@@ -27,14 +30,17 @@ log = structlog.get_logger("app.worker")
 class LifecycleRecorder:
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        connection: HeldConnection,
         *,
         flush_interval: float = 0.002,
+        busy_flush_interval: float = 0.010,
         max_batch: int = 1000,
         max_backoff: float = 5.0,
     ) -> None:
-        self._sessions = sessions
+        self._connection = connection  # one round trip per batch, no session
         self._flush_interval = flush_interval
+        self._busy_flush_interval = busy_flush_interval
+        self._last_flush = 0.0
         self._max_batch = max_batch
         self._max_backoff = max_backoff
         self._pending: list[Transition] = []
@@ -83,10 +89,13 @@ class LifecycleRecorder:
                 await asyncio.sleep(self._flush_interval)  # let a batch gather
             self._wake.clear()
             while self._pending:
+                if not self._closing:  # events came in during the last write: the load is on
+                    next_flush = self._last_flush + self._busy_flush_interval
+                    await asyncio.sleep(max(0.0, next_flush - time.monotonic()))
+                self._last_flush = time.monotonic()
                 batch = self._pending[: self._max_batch]
                 try:
-                    async with self._sessions() as session:
-                        applied = await BackgroundJobService(session).apply(batch)
+                    applied = await apply_transitions(self._connection.fetch, batch)
                 except Exception as exc:
                     log.warning(
                         "could not write job lifecycle, will retry",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -23,17 +23,18 @@ from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from saq.job import Job as SaqJob
-from sqlalchemy import select, text, tuple_
+from sqlalchemy import Executable, Row, select, text, tuple_
 
+from app.db.connection import HeldConnection
 from app.db.models import BackgroundJob
+from app.jobs.batcher import Batcher
 from app.jobs.registry import TaskFunction, TaskRegistry
 from app.jobs.states import ALLOWED_SOURCES, TERMINAL_STATUSES, JobStatus, from_saq
 
 if TYPE_CHECKING:
-    from saq.queue import Queue
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-    from app.jobs.batcher import InsertBatcher
+    from app.jobs.queue import TrackedQueue
 
 log = structlog.get_logger("app.jobs")
 
@@ -50,17 +51,6 @@ class IdempotencyConflictError(ValueError):
 
 class JobAlreadyFinishedError(ValueError):
     """A cancel request for a job that has already ended."""
-
-
-@dataclass(frozen=True)
-class Enqueuer:
-    """What enqueueing needs besides the database: queue, known tasks, default timeout,
-    and (in the API) the process's `InsertBatcher` that groups concurrent requests' rows."""
-
-    queue: Queue
-    registry: TaskRegistry
-    default_timeout: int
-    inserts: InsertBatcher | None = None
 
 
 def epoch_ms_to_datetime(millis: int | float | None) -> datetime | None:
@@ -196,6 +186,16 @@ _APPLY = text(
 )
 
 
+# Runs one statement, commits, and returns its rows: a session's or a `HeldConnection`'s.
+Fetch = Callable[[Executable, Mapping[str, Any]], Awaitable[Sequence[Row[Any]]]]
+
+# The statuses each status may follow, as the statement's comma-separated text argument.
+_SOURCES = {
+    status: ",".join(sorted(source.value for source in sources))
+    for status, sources in ALLOWED_SOURCES.items()
+}
+
+
 # The outbox insert, for one row or a batch: one statement whatever the batch size, so it
 # is prepared once per connection. ON CONFLICT DO NOTHING: of requests with one
 # Idempotency-Key, exactly one inserts (also within one batch).
@@ -220,11 +220,10 @@ _INSERT = text(
 )
 
 
-async def insert_rows(
-    connection: AsyncSession | AsyncConnection, rows: Sequence[BackgroundJob]
-) -> set[UUID]:
-    """Insert new `queued` rows in one statement; returns the job ids actually inserted."""
-    result = await connection.execute(
+async def insert_rows(fetch: Fetch, rows: Sequence[BackgroundJob]) -> set[UUID]:
+    """Insert new `queued` rows in one statement (run by `fetch`); returns the job ids
+    actually inserted."""
+    result = await fetch(
         _INSERT,
         {
             "ids": [r.id for r in rows],
@@ -249,6 +248,72 @@ def request_fingerprint(task_name: str, arguments: Mapping[str, Any], *ids: UUID
         [task_name, arguments, [str(i) if i else None for i in ids]], sort_keys=True, default=str
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Enqueuer:
+    """What enqueueing needs besides a session: the queue, the known tasks, the default
+    timeout and, in the API, an engine through which the rows of concurrent requests are
+    grouped: one INSERT and one Redis pipeline for all of them (see `batcher.py`)."""
+
+    def __init__(
+        self,
+        queue: TrackedQueue,
+        registry: TaskRegistry,
+        default_timeout: int,
+        engine: Callable[[], AsyncEngine] | None = None,
+    ) -> None:
+        self.queue = queue
+        self.registry = registry
+        self.default_timeout = default_timeout
+        self._connection = HeldConnection(engine) if engine is not None else None
+        self._batcher: Batcher[BackgroundJob, bool] | None = (
+            Batcher(self._record_and_send) if engine is not None else None
+        )
+
+    @property
+    def groups_requests(self) -> bool:
+        return self._batcher is not None
+
+    async def record_and_send(self, row: BackgroundJob) -> bool:
+        """Insert `row` and enqueue its job, grouped with concurrent requests' rows.
+
+        False if its idempotency key was taken (then nothing was inserted or enqueued).
+        """
+        assert self._batcher is not None, "this Enqueuer was built without an engine"
+        return await self._batcher.submit(row)
+
+    async def _record_and_send(self, rows: list[BackgroundJob]) -> list[bool]:
+        assert self._connection is not None
+        inserted = await insert_rows(self._connection.fetch, rows)  # committed: the outbox
+        await self.send([row for row in rows if row.job_id in inserted])
+        return [row.job_id in inserted for row in rows]
+
+    async def send(self, rows: Sequence[BackgroundJob]) -> list[bool]:
+        """Put the rows' jobs on the queue (again) in one round trip; for each row, False if
+        Redis could not take it now (the row stays `queued`, the reconciler retries)."""
+        # Job objects, not enqueue(**kwargs): SAQ would take kwargs named like Job fields
+        # (key, timeout, retries, ...) as job settings instead of task arguments.
+        jobs = [
+            SaqJob(
+                function=row.task_name,
+                kwargs=dict(row.arguments),
+                key=str(row.job_id),
+                attempts=row.attempts,
+                **self.registry.policy(row.task_name).job_settings(self.default_timeout),
+            )
+            for row in rows
+        ]
+        try:
+            return await self.queue.enqueue_many(jobs)
+        except Exception as exc:
+            for row in rows:
+                job_id = str(row.job_id)
+                log.warning("job recorded, queue unavailable", job_id=job_id, error=str(exc))
+            return [False] * len(rows)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
 
 
 class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
@@ -348,14 +413,14 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
             created_at=now,
             updated_at=now,
         )
-        if enqueuer.inserts is not None:  # grouped with concurrent requests' rows
-            inserted = await enqueuer.inserts.insert(row)
+        if enqueuer.groups_requests:
+            inserted = await enqueuer.record_and_send(row)
         else:
-            inserted = bool(await insert_rows(self.session, [row]))
-            await self.session.commit()
+            inserted = bool(await insert_rows(self._fetch, [row]))
+            if inserted:
+                await enqueuer.send([row])
         if not inserted:  # ON CONFLICT DO NOTHING: this idempotency key was used before
             return await self._replay(cast(str, idempotency_key), cast(str, fingerprint))
-        await self.send_to_queue(row)
         return row
 
     async def _replay(self, idempotency_key: str, fingerprint: str) -> BackgroundJob:
@@ -372,23 +437,7 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
 
     async def send_to_queue(self, row: BackgroundJob) -> bool:
         """Put the row's job on the queue (again); False if Redis could not take it now."""
-        enqueuer = self._require_enqueuer()
-        policy = enqueuer.registry.policy(row.task_name).job_settings(enqueuer.default_timeout)
-        # A Job object, not enqueue(**kwargs): SAQ would take kwargs named like Job fields
-        # (key, timeout, retries, ...) as job settings instead of task arguments.
-        job = SaqJob(
-            function=row.task_name,
-            kwargs=dict(row.arguments),
-            key=str(row.job_id),
-            attempts=row.attempts,
-            **policy,
-        )
-        try:
-            await enqueuer.queue.enqueue(job)
-        except Exception as exc:
-            log.warning("job recorded, queue unavailable", job_id=str(row.job_id), error=str(exc))
-            return False
-        return True
+        return (await self._require_enqueuer().send([row]))[0]
 
     async def cancel(self, row: BackgroundJob, reason: str) -> None:
         """Abort the row's job: a waiting job ends at once, a running one within a second.
@@ -466,47 +515,58 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
     # -- lifecycle transitions ---------------------------------------------------------------
 
     async def apply(self, transitions: Sequence[Transition]) -> list[Transition]:
-        """Write a batch of transitions in one statement; returns those that took effect.
+        """Write a batch of transitions in this service's session; see `apply_transitions`."""
 
-        Transitions of one job are folded in order; a row that is final, or already at a
-        later attempt, is left as it is (that event came late or twice).
-        """
-        merged: dict[UUID, _Merged] = {}
-        for transition in transitions:
-            if transition.job_id in merged:
-                merged[transition.job_id].add(transition)
-            else:
-                merged[transition.job_id] = _Merged.start(transition)
-        if not merged:
-            return []
-        batch = list(merged.values())
-        result = await self.session.execute(
-            _APPLY,
-            {
-                "job_ids": [m.last.job_id for m in batch],
-                "statuses": [m.last.status.value for m in batch],
-                "sources": [
-                    ",".join(sorted(s.value for s in ALLOWED_SOURCES[m.last.status])) for m in batch
-                ],
-                "attempts": [max(m.first.attempt, m.last.attempt) for m in batch],
-                "worker_ids": [m.worker_id for m in batch],
-                "started": [m.started_at for m in batch],
-                "completed": [m.last.completed_at for m in batch],
-                "results": [
-                    json.dumps(m.last.result, default=str)
-                    if m.last.status is JobStatus.COMPLETE and m.last.result is not None
-                    else None
-                    for m in batch
-                ],
-                "errors": [m.error for m in batch],
-                "tracebacks": [m.traceback for m in batch],
-                "new_errors": [json.dumps(m.new_errors) for m in batch],
-            },
-        )
-        moved = {row[0] for row in result}
+        return await apply_transitions(self._fetch, transitions)
+
+    async def _fetch(
+        self, statement: Executable, parameters: Mapping[str, Any]
+    ) -> Sequence[Row[Any]]:
+        rows = (await self.session.execute(statement, parameters)).all()
         await self.session.commit()
-        return [
-            t
-            for t in transitions
-            if t.job_id in moved and not any(t is i for i in merged[t.job_id].ignored)
-        ]
+        return rows
+
+
+async def apply_transitions(fetch: Fetch, transitions: Sequence[Transition]) -> list[Transition]:
+    """Write a batch of transitions in one statement (run and committed by `fetch`); returns
+    those that took effect.
+
+    Transitions of one job are folded in order; a row that is final, or already at a later
+    attempt, is left as it is (that event came late or twice).
+    """
+    merged: dict[UUID, _Merged] = {}
+    for transition in transitions:
+        if transition.job_id in merged:
+            merged[transition.job_id].add(transition)
+        else:
+            merged[transition.job_id] = _Merged.start(transition)
+    if not merged:
+        return []
+    batch = list(merged.values())
+    rows = await fetch(
+        _APPLY,
+        {
+            "job_ids": [m.last.job_id for m in batch],
+            "statuses": [m.last.status.value for m in batch],
+            "sources": [_SOURCES[m.last.status] for m in batch],
+            "attempts": [max(m.first.attempt, m.last.attempt) for m in batch],
+            "worker_ids": [m.worker_id for m in batch],
+            "started": [m.started_at for m in batch],
+            "completed": [m.last.completed_at for m in batch],
+            "results": [
+                json.dumps(m.last.result, default=str)
+                if m.last.status is JobStatus.COMPLETE and m.last.result is not None
+                else None
+                for m in batch
+            ],
+            "errors": [m.error for m in batch],
+            "tracebacks": [m.traceback for m in batch],
+            "new_errors": [json.dumps(m.new_errors) for m in batch],
+        },
+    )
+    moved = {row[0] for row in rows}
+    return [
+        t
+        for t in transitions
+        if t.job_id in moved and not any(t is i for i in merged[t.job_id].ignored)
+    ]
