@@ -6,14 +6,11 @@
   and plugins as the trigger, so their ratio is the cost of the trigger's own work.
 - `GET /bench/gc` lists the garbage collector's pauses in this process (generation, ms),
   recorded by a `gc.callbacks` hook: the tail latencies follow them.
-- BENCH_GC_FREEZE=1 (a what-if, off by default) moves everything alive after start-up out
-  of the collector's reach with `gc.freeze()`, the change docs/benchmarks.md proposes.
 """
 
 from __future__ import annotations
 
 import gc
-import os
 import time
 from typing import Any
 
@@ -46,16 +43,9 @@ async def gc_pauses() -> list[tuple[int, float]]:
     return _pauses
 
 
-def _freeze() -> None:
-    gc.collect()
-    gc.freeze()
-
-
 def create_bench_app() -> Litestar:
     app = create_app(Settings.from_env())
     app.register(bare)
     app.register(gc_pauses)
     gc.callbacks.append(_time_collections)
-    if os.environ.get("BENCH_GC_FREEZE", "") not in ("", "0"):
-        app.on_startup.append(_freeze)
     return app

@@ -27,7 +27,7 @@ from app.jobs.errors import exception_handlers
 from app.jobs.queue import TrackedQueue
 from app.jobs.registry import TaskRegistry
 from app.jobs.services import Enqueuer
-from app.system import freeze_startup_objects, health
+from app.system import health, tune_garbage_collector
 from app.worker.settings import REGISTRY
 
 
@@ -60,5 +60,5 @@ def create_app(settings: Settings | None = None, registry: TaskRegistry = REGIST
         request_max_body_size=settings.max_request_body,
         on_shutdown=[enqueuer.close],
     )
-    app.on_startup.append(freeze_startup_objects)  # last: after every plugin's start-up
+    app.on_startup.append(tune_garbage_collector)  # last: after every plugin's start-up
     return app

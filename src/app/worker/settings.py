@@ -20,7 +20,7 @@ from saq.types import Context, PartialTimersDict
 
 from app.jobs.reconciler import Reconciler
 from app.jobs.registry import TaskRegistry
-from app.system import freeze_startup_objects
+from app.system import tune_garbage_collector
 from app.worker import tasks
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ async def startup(ctx: Context, *, settings: Settings, registry: TaskRegistry) -
         worker_lost_after=settings.worker_lost_after,
     )
     _state(ctx)["reconciler"] = asyncio.create_task(reconciler.run(), name="reconciler")
-    freeze_startup_objects()
+    tune_garbage_collector()
     log.info("worker started", queue=settings.queue_name, concurrency=settings.worker_concurrency)
 
 
