@@ -113,6 +113,8 @@ async def test_jobs_can_be_listed_newest_first_and_filtered(client: AsyncTestCli
 
     limited = (await client.get("/api/v1/jobs", params={"limit": 1, "offset": 1})).json()
     assert (limited["total"], len(limited["items"])) == (4, 1)
+    past_the_end = (await client.get("/api/v1/jobs", params={"offset": 10})).json()
+    assert (past_the_end["total"], past_the_end["items"]) == (4, [])
     queued = (await client.get("/api/v1/jobs", params={"status": "queued"})).json()
     assert queued["total"] == 4
     complete = (await client.get("/api/v1/jobs", params={"status": "complete"})).json()

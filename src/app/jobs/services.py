@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID, uuid4
 
 import structlog
-from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from saq.job import Job as SaqJob
-from sqlalchemy import Executable, Row, select, text, tuple_
+from sqlalchemy import Executable, Row, func, select, text, tuple_
 
 from app.db.connection import HeldConnection
 from app.db.models import BackgroundJob
@@ -501,12 +500,20 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
             )
             if value is not None
         ]
-        rows, total = await self.get_many_and_count(
-            *conditions,
-            LimitOffset(limit=limit, offset=offset),
-            OrderBy(field_name="created_at", sort_order="desc"),
+        # The page and its total in one statement: the count is an uncorrelated subquery,
+        # run once from the index (a window count would first read every matching row).
+        total = select(func.count()).select_from(BackgroundJob).where(*conditions)
+        page = await self.session.execute(
+            select(BackgroundJob, total.scalar_subquery())
+            .where(*conditions)
+            .order_by(BackgroundJob.created_at.desc())
+            .limit(limit)
+            .offset(offset)
         )
-        return list(rows), total
+        found = page.all()
+        if not found:  # past the end (or nothing matches): the total still counts
+            return [], int(await self.session.scalar(total) or 0)
+        return [row for row, _ in found], int(found[0][1])
 
     async def unfinished(
         self, *, older_than: datetime, after: tuple[datetime, UUID] | None, limit: int
