@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID, uuid4
 
+import msgspec
 import structlog
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
@@ -167,7 +168,7 @@ _APPLY = text(
         result = CASE WHEN v.status = 'complete' THEN v.result ELSE b.result END,
         error = COALESCE(v.error, b.error),
         traceback = COALESCE(v.traceback, b.traceback),
-        errors = b.errors || v.new_errors,
+        errors = COALESCE(b.errors || v.new_errors, b.errors),
         updated_at = now()
     FROM unnest(
         CAST(:job_ids AS uuid[]), CAST(:statuses AS text[]), CAST(:sources AS text[]),
@@ -210,6 +211,13 @@ class EnqueuedJob:
     @classmethod
     def of(cls, row: BackgroundJob) -> EnqueuedJob:
         return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+
+
+_JSON = msgspec.json.Encoder(enc_hook=str)  # what JSON cannot say (a UUID, a date) as text
+
+
+def _to_json(value: Any) -> str:
+    return _JSON.encode(value).decode()
 
 
 # Runs one statement, commits, and returns its rows: a session's or a `HeldConnection`'s.
@@ -256,7 +264,7 @@ async def insert_rows(fetch: Fetch, rows: Sequence[EnqueuedJob]) -> set[UUID]:
             "job_ids": [r.job_id for r in rows],
             "task_names": [r.task_name for r in rows],
             "queues": [r.queue for r in rows],
-            "arguments": [json.dumps(r.arguments, default=str) for r in rows],
+            "arguments": [_to_json(r.arguments) for r in rows],
             "max_attempts": [r.max_attempts for r in rows],
             "user_ids": [r.user_id for r in rows],
             "project_ids": [r.project_id for r in rows],
@@ -579,14 +587,14 @@ async def apply_transitions(fetch: Fetch, transitions: Sequence[Transition]) -> 
             "started": [m.started_at for m in batch],
             "completed": [m.last.completed_at for m in batch],
             "results": [
-                json.dumps(m.last.result, default=str)
+                _to_json(m.last.result)
                 if m.last.status is JobStatus.COMPLETE and m.last.result is not None
                 else None
                 for m in batch
             ],
             "errors": [m.error for m in batch],
             "tracebacks": [m.traceback for m in batch],
-            "new_errors": [json.dumps(m.new_errors) for m in batch],
+            "new_errors": [_to_json(m.new_errors) if m.new_errors else None for m in batch],
         },
     )
     moved = {row[0] for row in rows}
