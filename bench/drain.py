@@ -153,6 +153,17 @@ async def _terminal_flushes(bench: Bench) -> int:
     return int(await bench.db.fetchval("SELECT count(DISTINCT updated_at) FROM background_jobs"))
 
 
+# The line each kind of worker prints once it is ready to take jobs.
+STARTED = {"plain": "plain worker started", "tracked": '"worker started"'}
+
+
+def _cpu_used(bench: Bench, children: Sequence[Child]) -> dict[str, float]:
+    """CPU seconds used so far by the workers (together), PostgreSQL and Redis."""
+    return {"worker": sum(sum(child.cpu_seconds()) for child in children)} | (
+        bench.server_cpu_seconds()
+    )
+
+
 async def drain_once(
     bench: Bench, mode: str, workers: int = 1, profile: Profiler | None = None
 ) -> dict[str, float]:
@@ -173,20 +184,32 @@ async def drain_once(
                 children.append(await bench.spawn(f"plain-worker-{i}", command))
             else:
                 children.append(await bench.start_worker(f"worker-{i}"))
-        if profile is not None:  # the worker's start-up (imports) is not what we look at
-            await children[0].wait_for_output('"worker started"')
+        # CPU is counted from here: the worker's start-up (imports) is not what we look at.
+        for child in children:
+            await child.wait_for_output(STARTED[mode])
+        before = _cpu_used(bench, children)
+        if profile is not None:
             await profile.attach(children[0].pid)
         if mode == "plain":
             done = await _plain_done(bench, keys, children)
         else:
             done = await _tracked_done(bench, n, children)
+        used = {
+            f"{name}_cpu_ms_per_job": rounded((seconds - before[name]) * 1000 / n, 3)
+            for name, seconds in _cpu_used(bench, children).items()
+        }
     finally:
         for child in children:
             await bench.retire(child, "plain_worker" if mode == "plain" else "worker")
         if profile is not None:
             await profile.finish()
     jobs, seconds = window_rate(done)
-    result = {"jobs": jobs, "seconds": rounded(seconds, 3), "jobs_s": rounded(jobs / seconds, 1)}
+    result = {
+        "jobs": jobs,
+        "seconds": rounded(seconds, 3),
+        "jobs_s": rounded(jobs / seconds, 1),
+        **used,
+    }
     if mode == "tracked":
         result["rows_per_terminal_flush"] = rounded(n / await _terminal_flushes(bench), 2)
     return result
@@ -207,6 +230,13 @@ async def run_drain(bench: Bench) -> dict[str, Any]:
         "plain_jobs_s": rounded(median([p["plain"]["jobs_s"] for p in pairs]), 1),
         "tracked_jobs_s": rounded(median([p["tracked"]["jobs_s"] for p in pairs]), 1),
         "rows_per_terminal_flush": median([p["tracked"]["rows_per_terminal_flush"] for p in pairs]),
+        **{
+            f"{side}_{name}_cpu_ms_per_job": median(
+                [p[side][f"{name}_cpu_ms_per_job"] for p in pairs]
+            )
+            for side in ("plain", "tracked")
+            for name in ("worker", "postgres", "redis")
+        },
         "jobs": bench.config.drain_jobs,
         "concurrency": bench.config.concurrency,
         "pairs": pairs,

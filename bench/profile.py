@@ -32,18 +32,19 @@ _LINE = re.compile(r":\d+\)$")
 # Where a sample's time goes, by the first rule any frame of its stack matches.
 PARTS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
     "drain-tracked-worker": [
-        ("recorder: the UPDATE (SQLAlchemy session, asyncpg)",
-         ("BackgroundJobService.apply", "sqlalchemy", "asyncpg")),
+        ("recorder: the batched UPDATE (held connection, SQLAlchemy, asyncpg)",
+         ("apply_transitions", "HeldConnection", "sqlalchemy", "asyncpg")),
         ("recorder: job started/finished log lines", ("_log_transitions",)),
         ("recorder: its loop", ("LifecycleRecorder._run",)),
-        ("TrackedQueue: building each Transition", ("Transition.of", "TrackedQueue._report")),
+        ("TrackedQueue: building and handing over each Transition",
+         ("Transition.of", "TrackedQueue._report", "LifecycleRecorder.record")),
         ("worker hooks", ("before_process", "after_process", "_inject_heartbeat")),
         ("SAQ: dequeue, status updates, finish (Redis)", ("Worker.process", "redis/", "saq/")),
     ],
     "trigger-api": [
-        ("Redis enqueue (send_to_queue)", ("send_to_queue", "Queue.enqueue", "_enqueue")),
-        ("row insert (InsertBatcher, SQLAlchemy, asyncpg)",
-         ("InsertBatcher", "insert_rows", "sqlalchemy", "asyncpg")),
+        ("Redis enqueue (one pipeline per group)", ("Enqueuer.send", "enqueue_many")),
+        ("row insert (one INSERT per group: Batcher, SQLAlchemy, asyncpg)",
+         ("insert_rows", "HeldConnection", "Batcher", "sqlalchemy", "asyncpg")),
         ("rest of the handler", ("BackgroundJobService.enqueue", "TaskController.trigger_test")),
         ("logging (uvicorn's access line)", ("logging/__init__", "structlog")),
         ("HTTP: uvicorn, Litestar (parse, DI, response)", ("litestar/", "uvicorn/")),

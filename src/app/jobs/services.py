@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID, uuid4
@@ -86,7 +86,7 @@ class Transition:
     result: Any = None
     error: str | None = None
     traceback: str | None = None
-    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    at: datetime | None = None  # when an error happened (its entry in the row's history)
 
     @classmethod
     def of(cls, job: SaqJob, exception: BaseException | None = None) -> Transition:
@@ -109,6 +109,7 @@ class Transition:
             result=job.result if status is JobStatus.COMPLETE else None,
             error=describe_error(exception, job.error) if failed else None,
             traceback=job.error if failed else None,
+            at=datetime.now(UTC) if failed else None,
         )
 
 
@@ -147,7 +148,9 @@ class _Merged:
             self.new_errors.append(
                 {
                     "attempt": transition.attempt,
-                    "at": transition.at.isoformat(),
+                    "at": (
+                        transition.at or transition.completed_at or datetime.now(UTC)
+                    ).isoformat(),
                     "status": transition.status.value,
                     "error": transition.error,
                     "traceback": transition.traceback,
