@@ -109,5 +109,8 @@ class JobController(Controller):
             offset=offset,
         )
         return JobPage(
-            items=[JobRead.from_row(row) for row in rows], total=total, limit=limit, offset=offset
+            items=[JobRead.from_columns(row) for row in rows],
+            total=total,
+            limit=limit,
+            offset=offset,
         )

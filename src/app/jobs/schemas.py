@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -66,6 +67,11 @@ class JobRead(msgspec.Struct):
                 for field in cls.__struct_fields__
             ]
         )
+
+    @classmethod
+    def from_columns(cls, columns: Mapping[Any, Any]) -> JobRead:
+        """From a row read as plain column values (the list's page)."""
+        return cls(*[columns[field] for field in cls.__struct_fields__])
 
 
 class JobPage(msgspec.Struct):

