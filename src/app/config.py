@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -150,6 +152,26 @@ def _json_line(event: Any, **_: Any) -> bytes:
     return _LOG_ENCODER.encode(event)
 
 
+class _IsoTimeStamper:
+    """structlog's `TimeStamper(fmt="iso")` (UTC, microseconds), with the date and time of
+    day rendered once a second instead of once a line: a third of a log line's cost."""
+
+    def __init__(self) -> None:
+        self._second: tuple[int, str] = (-1, "")  # one tuple: threads never see half of it
+
+    def __call__(
+        self, _: Any, __: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        now = time.time()
+        second, prefix = self._second
+        if int(now) != second:
+            second = int(now)
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, prefix)
+        event_dict["timestamp"] = f"{prefix}.{int((now - second) * 1_000_000):06d}Z"
+        return event_dict
+
+
 def logging_config(settings: Settings) -> StructLoggingConfig:
     """structlog for our lines and for stdlib loggers (SAQ, uvicorn): JSON unless on a TTY."""
     level = logging.getLevelNamesMapping()[settings.log_level]
@@ -163,7 +185,7 @@ def logging_config(settings: Settings) -> StructLoggingConfig:
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
+            _IsoTimeStamper(),
             structlog.processors.format_exc_info,
             # Workers write two lines per job: msgspec renders them several times faster.
             structlog.processors.JSONRenderer(serializer=_json_line) if as_json else renderer,
@@ -181,7 +203,7 @@ def logging_config(settings: Settings) -> StructLoggingConfig:
                 "standard": {
                     "()": structlog.stdlib.ProcessorFormatter,
                     "foreign_pre_chain": [
-                        structlog.processors.TimeStamper(fmt="iso"),
+                        _IsoTimeStamper(),
                         structlog.stdlib.add_log_level,
                         structlog.stdlib.ExtraAdder(),
                     ],

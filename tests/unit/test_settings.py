@@ -1,8 +1,11 @@
+import re
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+import structlog
 
-from app.config import Settings, SettingsError
+from app.config import Settings, SettingsError, _IsoTimeStamper
 
 
 def test_defaults_match_the_compose_services() -> None:
@@ -53,3 +56,12 @@ def test_bad_values_are_refused_naming_the_variable(name: str, value: str, messa
     with pytest.raises(SettingsError, match=message) as raised:
         Settings.from_env({name: value})
     assert name in str(raised.value)
+
+
+def test_log_timestamps_read_as_structlogs_own() -> None:
+    ours = _IsoTimeStamper()({}, "info", {})["timestamp"]
+    theirs = structlog.processors.TimeStamper(fmt="iso")({}, "info", {})["timestamp"]
+    iso = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"
+    assert re.fullmatch(iso, ours)
+    assert re.fullmatch(iso, theirs)
+    assert abs(datetime.fromisoformat(ours) - datetime.fromisoformat(theirs)) < timedelta(seconds=1)
