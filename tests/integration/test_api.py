@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import replace
 from typing import Any
 from uuid import UUID, uuid4
@@ -287,3 +288,9 @@ async def test_the_saq_web_ui_shows_the_queue_and_the_job(
 async def test_the_openapi_schema_documents_the_endpoints(client: AsyncTestClient[Any]) -> None:
     schema = (await client.get("/schema/openapi.json")).json()
     assert {TRIGGER, "/api/v1/jobs/{job_id}", "/api/v1/jobs"} <= set(schema["paths"])
+
+
+async def test_start_up_leaves_the_garbage_collector_tuned(client: AsyncTestClient[Any]) -> None:
+    # The app's start-up objects are frozen, and young collections wait for 10,000 objects.
+    assert gc.get_freeze_count() > 0
+    assert gc.get_threshold()[0] == 10_000
