@@ -50,7 +50,9 @@ def create_app(settings: Settings | None = None, registry: TaskRegistry = REGIST
             ApiQueueLifecycle(saq),
         ],
         dependencies={
-            "jobs_service": Provide(jobs_service_provider(enqueuer, database.get_engine))
+            "jobs_service": Provide(
+                jobs_service_provider(enqueuer, database.get_engine), sync_to_thread=False
+            )
         },
         exception_handlers=exception_handlers(),
         logging_config=logging_config(settings),

@@ -294,3 +294,14 @@ async def test_start_up_leaves_the_garbage_collector_tuned(client: AsyncTestClie
     # The app's start-up objects are frozen, and young collections wait for 10,000 objects.
     assert gc.get_freeze_count() > 0
     assert gc.get_threshold()[0] == 10_000
+
+
+async def test_reads_give_their_database_connection_back(
+    client: AsyncTestClient[Any], settings: Settings
+) -> None:
+    # More reads than the pool holds connections (DB_POOL_SIZE and as many again): a read
+    # that kept its connection would leave the last ones waiting for one.
+    job_id = (await client.post(TRIGGER, json={"message": "read me"})).json()["job_id"]
+    for _ in range(settings.db_pool_size * 2 + 5):
+        assert (await client.get(f"/api/v1/jobs/{job_id}")).status_code == 200
+        assert (await client.get("/api/v1/jobs", params={"limit": 1})).status_code == 200

@@ -9,10 +9,11 @@ never moves a row backwards (the rules are in `states.py`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -394,10 +395,18 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
         return cast("SQLAlchemyAsyncRepository[BackgroundJob]", self._repository_instance)
 
     async def close(self) -> None:
-        """Close the session if this service opened it."""
+        """Give back the connection of the session this service opened (reusable after)."""
         if self._owns_session and self._session is not None:
             await self._session.close()
-            self._session = None
+
+    @contextlib.asynccontextmanager
+    async def _reading(self) -> AsyncIterator[None]:
+        # A service that opens its own session gives its connection back after each read,
+        # so a request's service needs no clean-up step (the trigger never opens one).
+        try:
+            yield
+        finally:
+            await self.close()
 
     # -- the outbox: record, then enqueue ---------------------------------------------------
 
@@ -452,9 +461,8 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
         return row
 
     async def _replay(self, idempotency_key: str, fingerprint: str) -> EnqueuedJob:
-        row: BackgroundJob | None = await self.get_one_or_none(
-            BackgroundJob.idempotency_key == idempotency_key
-        )
+        async with self._reading():
+            row = await self.get_one_or_none(BackgroundJob.idempotency_key == idempotency_key)
         if row is None:  # pragma: no cover - a key is never deleted
             raise RuntimeError("idempotency key vanished")
         if row.request_fingerprint != fingerprint:
@@ -488,7 +496,8 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
     # -- reads -------------------------------------------------------------------------------
 
     async def get_by_job_id(self, job_id: UUID) -> BackgroundJob | None:
-        return await self.get_one_or_none(BackgroundJob.job_id == job_id)
+        async with self._reading():
+            return await self.get_one_or_none(BackgroundJob.job_id == job_id)
 
     async def list_page(
         self,
@@ -515,20 +524,21 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
             )
             if value is not None
         ]
-        # The page and its total in one statement: the count is an uncorrelated subquery,
-        # run once from the index (a window count would first read every matching row).
-        total = select(func.count()).select_from(BackgroundJob).where(*conditions)
-        page = await self.session.execute(
-            select(*BackgroundJob.__table__.columns, total.scalar_subquery().label("_total"))
-            .where(*conditions)
-            .order_by(BackgroundJob.created_at.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-        found = list(page.mappings())
-        if not found:  # past the end (or nothing matches): the total still counts
-            return [], int(await self.session.scalar(total) or 0)
-        return found, int(found[0]["_total"])
+        async with self._reading():
+            # The page and its total in one statement: the count is an uncorrelated subquery,
+            # run once from the index (a window count would first read every matching row).
+            total = select(func.count()).select_from(BackgroundJob).where(*conditions)
+            page = await self.session.execute(
+                select(*BackgroundJob.__table__.columns, total.scalar_subquery().label("_total"))
+                .where(*conditions)
+                .order_by(BackgroundJob.created_at.desc())
+                .limit(limit)
+                .offset(offset)
+            )
+            found = list(page.mappings())
+            if not found:  # past the end (or nothing matches): the total still counts
+                return [], int(await self.session.scalar(total) or 0)
+            return found, int(found[0]["_total"])
 
     async def unfinished(
         self, *, older_than: datetime, after: tuple[datetime, UUID] | None, limit: int
@@ -562,9 +572,10 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
     async def _fetch(
         self, statement: Executable, parameters: Mapping[str, Any]
     ) -> Sequence[Row[Any]]:
-        rows = (await self.session.execute(statement, parameters)).all()
-        await self.session.commit()
-        return rows
+        async with self._reading():
+            rows = (await self.session.execute(statement, parameters)).all()
+            await self.session.commit()
+            return rows
 
 
 async def apply_transitions(fetch: Fetch, transitions: Sequence[Transition]) -> list[Transition]:
