@@ -43,7 +43,7 @@ def tune_garbage_collector() -> None:
     The application built at start-up (Litestar, its OpenAPI model, SQLAlchemy's mappers)
     is most of a process's objects and lives as long as it does: frozen, a full collection
     no longer walks all of it again while every request in flight waits (docs/benchmarks.md
-    measured 70 ms pauses under load). The default young-generation threshold (700 objects
+    measured pauses of up to 76 ms under load). The default young-generation threshold (700 objects
     allocated and not yet freed) is crossed every few milliseconds by the requests in flight
     alone; at 10,000 the collector runs when garbage cycles pile up, not on every turn.
     """

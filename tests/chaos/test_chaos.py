@@ -11,6 +11,7 @@ import signal
 
 from sqlalchemy import text
 
+from app.jobs.registry import TaskFunction
 from tests.chaos.app import chaos_sleep, chaos_sleep_once
 from tests.chaos.conftest import Cluster
 from tests.support import eventually
@@ -24,13 +25,19 @@ def assert_nothing_lost_or_stuck(counts: dict[str, int]) -> None:
     assert counts["failed_without_reason"] == 0, counts
 
 
-async def test_kill_9_a_worker_with_jobs_in_flight_and_retries_left(cluster: Cluster) -> None:
+async def kill_9_a_worker_running(cluster: Cluster, task: TaskFunction) -> list[str]:
+    """20 two-second jobs of `task`; the worker running them is killed, another takes over."""
     worker = cluster.start_worker()
-    job_ids = await cluster.submit(20, chaos_sleep, seconds=2)
+    job_ids = await cluster.submit(20, task, seconds=2)
     await cluster.wait_until_status(job_ids, {"running"}, 5)
     worker.send(signal.SIGKILL)
     worker.process.wait()
     cluster.start_worker("worker 2")
+    return job_ids
+
+
+async def test_kill_9_a_worker_with_jobs_in_flight_and_retries_left(cluster: Cluster) -> None:
+    job_ids = await kill_9_a_worker_running(cluster, chaos_sleep)
 
     counts = await cluster.settle("kill -9 worker, retries left", job_ids)
     assert_nothing_lost_or_stuck(counts)
@@ -38,12 +45,7 @@ async def test_kill_9_a_worker_with_jobs_in_flight_and_retries_left(cluster: Clu
 
 
 async def test_kill_9_a_worker_with_jobs_in_flight_and_no_retries(cluster: Cluster) -> None:
-    worker = cluster.start_worker()
-    job_ids = await cluster.submit(20, chaos_sleep_once, seconds=2)
-    await cluster.wait_until_status(job_ids, {"running"}, 5)
-    worker.send(signal.SIGKILL)
-    worker.process.wait()
-    cluster.start_worker("worker 2")
+    job_ids = await kill_9_a_worker_running(cluster, chaos_sleep_once)
 
     counts = await cluster.settle("kill -9 worker, no retries", job_ids)
     assert_nothing_lost_or_stuck(counts)
