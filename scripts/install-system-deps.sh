@@ -12,6 +12,10 @@ command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 if [ "${WITH_WRK:-0}" = 1 ] && ! command -v wrk >/dev/null 2>&1; then
   missing+=(wrk)
 fi
+# `make test` sets WITH_BROWSER=1: tests/browser drive Debian's Chromium through Playwright.
+if [ "${WITH_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+  missing+=(chromium)
+fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -17,8 +17,7 @@ import time
 import urllib.request
 from typing import Any
 
-from tests.e2e.conftest import Running
-from tests.support import ROOT, Servers, free_port
+from tests.support import ROOT, Running, Servers, free_port, processes_of
 
 SEED_QUERY = "SELECT * FROM background_jobs ORDER BY created_at DESC LIMIT 1;"
 
@@ -123,10 +122,14 @@ def test_make_dev_then_the_seed_steps(
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/saq/api/queues") as answer:
         assert f"e2e-{port}" in [queue["name"] for queue in json.load(answer)["queues"]]
 
-    # Ctrl-C stops everything make dev started.
-    assert make_dev.stop(signal.SIGINT) == 0 or "dev: stopped" in make_dev.output
+    # Ctrl-C stops everything make dev started: make, uv, dev.py, the API and the worker all
+    # carry this run's queue name in their environment (it used the session's servers).
+    marker = f"SAQ_QUEUE_NAME=e2e-{port}"
+    running = "\n".join(processes_of(marker))
+    for process in ("scripts/dev.py", "uvicorn", "workers run"):
+        assert process in running, running
+    assert "dev: using DATABASE_URL" in make_dev.output
+    assert "dev: using REDIS_URL" in make_dev.output
+    make_dev.stop(signal.SIGINT)
     assert "dev: stopped" in make_dev.output
-    children = subprocess.run(
-        ["pgrep", "-f", f"--port {port}"], capture_output=True, text=True
-    ).stdout
-    assert children.strip() == ""
+    assert processes_of(marker) == []
