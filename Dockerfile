@@ -4,7 +4,7 @@
 # the role (see docker-compose.yml). The default command runs the API.
 
 # ---------------------------------------------------------------------------------------------
-# builder: resolve the locked dependencies into /app/.venv with uv
+# builder: the locked dependencies, and nothing else, in /app/.venv with uv
 # ---------------------------------------------------------------------------------------------
 FROM python:3.12-slim-bookworm AS builder
 
@@ -19,21 +19,15 @@ ENV UV_COMPILE_BYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies only: this layer is rebuilt when pyproject.toml or uv.lock change, not the code.
+# Only pyproject.toml and uv.lock reach this stage, so a code change never rebuilds the venv.
+# The project itself is not installed: the runtime stage puts src/ on PYTHONPATH instead
+# (what an editable install's .pth file would do), keeping the venv independent of the code.
 COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-install-project
 
-# The project itself, installed editable so that src/app/config.py finds db/migrations two
-# folders above it (/app/db/migrations). README.md is pyproject's readme.
-COPY README.md ./
-COPY src ./src
-COPY db ./db
-RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev
-
 # ---------------------------------------------------------------------------------------------
-# runtime: the same Python, the venv and the code, no uv, a non-root user
+# runtime: the same Python, then the venv and the code as separate layers, no uv, non-root
 # ---------------------------------------------------------------------------------------------
 FROM python:3.12-slim-bookworm AS runtime
 
@@ -41,14 +35,21 @@ RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --no-create-home --no-log-init \
         --home-dir /nonexistent --shell /usr/sbin/nologin app
 
+WORKDIR /app
+
 # Owned by root and read-only for the app user; nothing is written under /app at runtime.
-COPY --from=builder /app /app
+# Dependencies first: this layer is reused as long as uv.lock and pyproject.toml are unchanged.
+COPY --from=builder /app/.venv /app/.venv
+# The code last, the layer a code change rebuilds. src/app/config.py finds the migrations two
+# folders above it (/app/db/migrations).
+COPY db ./db
+COPY src ./src
 
 ENV PATH="/app/.venv/bin:$PATH" \
+    PYTHONPATH=/app/src \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-WORKDIR /app
 USER 10001:10001
 
 EXPOSE 8000
