@@ -30,13 +30,15 @@ down: ## stop the Docker services
 migrate: install ## apply the Alembic migrations to DATABASE_URL
 	$(LITESTAR) database upgrade --no-prompt
 
-test: install system-deps ## run the whole test suite on throwaway PostgreSQL and Redis servers
+test: export WITH_BROWSER := 1
+test: install system-deps ## run the whole test suite on throwaway PostgreSQL and Redis servers (and Chromium for tests/browser)
 	$(RUN) pytest $(PYTEST_ARGS)
 
-lint: install ## ruff (lint + format check), mypy, hadolint on the Dockerfile, the Compose spec on docker-compose.yml
+lint: install ## ruff (lint + format check), mypy, import-linter's layers, hadolint on the Dockerfile, the Compose spec on docker-compose.yml
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
+	$(RUN) lint-imports
 	$(RUN) hadolint Dockerfile
 	$(RUN) check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
@@ -48,6 +50,6 @@ bench: export WITH_WRK := 1
 bench: install system-deps ## run every benchmark scenario on throwaway servers; writes bench/results/latest.json
 	$(RUN) python -m bench
 
-clean: ## stop the servers `make dev` started and delete their data (.local/)
-	-$(RUN) python scripts/local_servers.py down --dir .local
+clean: ## stop the servers `make dev` started and delete their data (.local/, and its /var/tmp folder if any)
+	-$(RUN) python scripts/local_servers.py clean --dir .local
 	rm -rf .local

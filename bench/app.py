@@ -17,6 +17,8 @@ from typing import Any
 from litestar import Litestar, get, post
 
 from app.asgi import create_app
+from app.auth.guard import PUBLIC, role
+from app.auth.roles import Role
 from app.config import Settings
 
 BARE_PATH = "/bench/bare"
@@ -33,12 +35,12 @@ def _time_collections(phase: str, info: dict[str, Any]) -> None:
         _pauses.append((info["generation"], (time.perf_counter() - _started[0]) * 1000))
 
 
-@post(BARE_PATH, status_code=202)
+@post(BARE_PATH, status_code=202, opt=role(Role.OPERATOR))  # the trigger's own access check
 async def bare() -> dict[str, str]:
     return {"message": "bench", "job_id": "00000000-0000-0000-0000-000000000000"}
 
 
-@get(GC_PATH)
+@get(GC_PATH, opt=PUBLIC)  # the benchmark's own probe
 async def gc_pauses() -> list[tuple[int, float]]:
     return _pauses
 

@@ -241,6 +241,8 @@ class Bench:
             "WORKER_SHUTDOWN_GRACE_PERIOD": "0",
             "LOG_JSON": "true",
             "PYTHONUNBUFFERED": "1",
+            # The load generators send no key yet: open mode (docs/security.md).
+            "AUTH_DISABLED": "true",
             **extra,
         }
 

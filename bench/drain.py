@@ -25,7 +25,8 @@ from typing import Any
 from saq.job import Job
 from saq.queue.redis import RedisQueue
 
-from app.config import Settings, tracked_queue
+from app.asgi import build_parts
+from app.config import Settings
 from app.worker.settings import REGISTRY
 from bench.common import TERMINAL, VENV_BIN, Bench, Child, median, rounded
 from bench.profile import Profiler
@@ -76,10 +77,14 @@ async def fill_tracked(bench: Bench, n: int) -> list[str]:
         n,
     )
     keys = [str(row["job_id"]) for row in rows]
-    # The queue the API enqueues with (its serializer); never connected, so no recorder.
-    queue = tracked_queue(Settings.from_env(bench.env()))
+    # The queue the API enqueues with (its serializer), by the outbox's path (`enqueue_many`:
+    # the rows exist); never connected: its recorder never writes.
+    queue = build_parts(Settings.from_env(bench.env()), REGISTRY).queue
     try:
-        await _enqueue_all(queue, keys)
+        for start in range(0, len(keys), ENQUEUE_CHUNK):
+            chunk = keys[start : start + ENQUEUE_CHUNK]
+            if not all(await queue.enqueue_many([_job(key) for key in chunk])):
+                raise RuntimeError("a bench job was not enqueued")
     finally:
         await queue.disconnect()
     return keys

@@ -42,10 +42,10 @@ PARTS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("SAQ: dequeue, status updates, finish (Redis)", ("Worker.process", "redis/", "saq/")),
     ],
     "trigger-api": [
-        ("Redis enqueue (one pipeline per group)", ("Enqueuer.send", "enqueue_many")),
+        ("Redis enqueue (one pipeline per group)", ("Enqueuer.enqueue_recorded", "enqueue_many")),
         ("row insert (one INSERT per group: Batcher, SQLAlchemy, asyncpg)",
          ("insert_rows", "HeldConnection", "Batcher", "sqlalchemy", "asyncpg")),
-        ("rest of the handler", ("BackgroundJobService.enqueue", "TaskController.trigger_test")),
+        ("rest of the handler", ("Enqueuer.enqueue", "TaskController.trigger_test")),
         ("logging (uvicorn's access line)", ("logging/__init__", "structlog")),
         ("HTTP: uvicorn, Litestar (parse, DI, response)", ("litestar/", "uvicorn/")),
     ],

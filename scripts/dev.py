@@ -54,6 +54,8 @@ class DevRun:
         self.env = dict(os.environ)
         self.env.setdefault("LITESTAR_APP", APP)
         self.env.setdefault("LOG_JSON", "false")
+        # Open mode on this machine (the README's curl needs no key); set it to false to try keys.
+        self.env.setdefault("AUTH_DISABLED", "true")
         self.bin = Path(sys.executable).parent
         self.stopping = threading.Event()
         self.signal_name = ""

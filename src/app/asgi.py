@@ -1,66 +1,170 @@
 """The composition root: `create_app(settings)` wires plugins, routes and dependencies.
 
 `litestar --app app.asgi:create_app ...` and `uvicorn --factory app.asgi:create_app`
-call it with no argument, reading the settings from the environment.
+call it with no argument, reading the settings from the environment. The API process and
+every worker process (the SAQ plugin's CLI calls it too) build their parts here, once:
+one engine, the one queue and its recorder, the enqueuer, the reconciler.
 """
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+import litestar_saq.config
+from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig, SQLAlchemyPlugin
 from litestar import Litestar
-from litestar.di import Provide
-from litestar.openapi.config import OpenAPIConfig
+from litestar.serialization import decode_json
 from litestar_saq import SAQPlugin
+from redis.asyncio import from_url as redis_from_url
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import (
-    ApiQueueLifecycle,
-    Settings,
-    logging_config,
-    saq_config,
-    sqlalchemy_config,
-)
-from app.jobs.controllers import JobController, TaskController
-from app.jobs.dependencies import jobs_service_provider
-from app.jobs.errors import exception_handlers
+from app.auth.audit import AuditLog
+from app.auth.cli import KeysCli
+from app.auth.guard import AccessControl, Authenticator
+from app.auth.http import AuditController, KeyController, access_dependencies
+from app.auth.saq_web import SaqWebRoles
+from app.config import Settings, logging_config, sqlalchemy_config
+from app.db.connection import HeldConnection, autocommit_sessions
+from app.jobs.http.controllers import JobController, TaskController
+from app.jobs.http.dependencies import jobs_dependencies
+from app.jobs.http.exception_handlers import exception_handlers
+from app.jobs.http.listing import JobListController
+from app.jobs.http.queues import QueueController
+from app.jobs.metrics import JobMetrics
+from app.jobs.outbox import Enqueuer
 from app.jobs.queue import TrackedQueue
+from app.jobs.reconciler import Reconciler
+from app.jobs.recorder import LifecycleRecorder
 from app.jobs.registry import TaskRegistry
-from app.jobs.services import Enqueuer
-from app.system import health, tune_garbage_collector
-from app.worker.settings import REGISTRY
+from app.ops.collector import JobsCollector
+from app.ops.http import Operations, ScrapeAccess
+from app.ops.probes import Probes
+from app.ops.retention import Retention
+from app.runtime import tune_garbage_collector
+from app.web_ui import RedirectToTrailingSlash, docs_assets_router, openapi_config
+from app.worker.settings import REGISTRY, ApiQueueLifecycle, saq_config
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What one process builds once and its API and worker share."""
+
+    database: SQLAlchemyAsyncConfig  # its engine, made on first use, is the process's one
+    sessions: Callable[[], AsyncSession]  # autocommit sessions for reads
+    queue: TrackedQueue
+    enqueuer: Enqueuer
+    reconciler: Reconciler
+    retention: Retention  # run by the workers, and by admins through the API
+    metrics: JobMetrics  # the queue's and the recorder's job counts
+
+    async def close(self) -> None:
+        """Flush and close what the parts opened (the app's own shutdown does it in the API)."""
+        await self.queue.disconnect()
+        await self.enqueuer.close()
+        if self.database.engine_instance is not None:
+            await self.database.engine_instance.dispose()
+
+
+def build_parts(settings: Settings, registry: TaskRegistry) -> Parts:
+    """The process's parts; nothing connects until it is used."""
+    database = sqlalchemy_config(settings)
+    engine = database.get_engine
+    sessions = autocommit_sessions(engine)
+    # Fail fast when Redis is unreachable instead of hanging a request or a worker.
+    redis = redis_from_url(settings.redis_url, socket_connect_timeout=2)
+    metrics = JobMetrics(redis, settings.queue_name)  # counted here, added up in Redis
+    queue = TrackedQueue(
+        redis,
+        name=settings.queue_name,
+        dump=litestar_saq.config.serializer,
+        load=decode_json,
+        recorder=LifecycleRecorder(
+            HeldConnection(engine),
+            flush_interval=settings.flush_interval_ms / 1000,
+            busy_flush_interval=settings.busy_flush_interval_ms / 1000,
+            metrics=metrics,
+        ),
+        metrics=metrics,
+    )
+    # Concurrent triggers share one INSERT and one Redis pipeline.
+    enqueuer = Enqueuer(queue, registry, settings.job_timeout, HeldConnection(engine))
+    reconciler = Reconciler(
+        queue,
+        enqueuer,
+        sessions,
+        interval=settings.reconcile_interval,
+        grace=settings.reconcile_grace,
+        worker_lost_after=settings.worker_lost_after,
+    )
+    retention = Retention(
+        sessions,
+        redis,
+        settings.queue_name,
+        job_days=settings.job_retention_days,
+        audit_days=settings.audit_retention_days,
+        interval=settings.retention_interval,
+    )
+    return Parts(database, sessions, queue, enqueuer, reconciler, retention, metrics)
 
 
 def create_app(settings: Settings | None = None, registry: TaskRegistry = REGISTRY) -> Litestar:
     """The API, and (through the SAQ plugin's CLI) the worker, for `registry`'s tasks."""
     settings = settings or Settings.from_env()
-    database = sqlalchemy_config(settings)
-    saq = SAQPlugin(saq_config(settings, registry))
-    enqueuer = Enqueuer(
-        queue=cast("TrackedQueue", saq.get_queue(settings.queue_name)),
-        registry=registry,
-        default_timeout=settings.job_timeout,
-        engine=database.get_engine,  # concurrent triggers share one INSERT and one pipeline
+    parts = build_parts(settings, registry)
+    queues = saq_config(
+        settings, registry, parts.queue, parts.reconciler, parts.database, retention=parts.retention
     )
+    saq = SAQPlugin(queues)
+    # Every route declares the role it needs (docs/security.md); open mode lets all in.
+    authenticator = Authenticator(
+        parts.sessions,
+        open_mode=settings.open_mode,
+        bootstrap_digest=settings.admin_key_digest,
+        disabled_but_keyed=settings.auth_disabled and not settings.open_mode,
+    )
+    audit = AuditLog(parts.sessions)
     app = Litestar(
-        route_handlers=[TaskController, JobController, health],
+        route_handlers=[
+            TaskController,
+            JobController,
+            JobListController,
+            QueueController,
+            KeyController,
+            AuditController,
+            docs_assets_router(),
+        ],
         plugins=[
-            SQLAlchemyPlugin(config=database),
+            SQLAlchemyPlugin(config=parts.database),
             saq,
             ApiQueueLifecycle(saq),
+            SaqWebRoles(queues, audit),  # after `saq`, whose UI routes it gives their roles
+            AccessControl(authenticator),
+            KeysCli(parts.database),
+            Probes(settings.migrations_path, parts.database.alembic_config.version_table_name),
+            Operations(
+                JobsCollector(parts.metrics, parts.queue, parts.sessions),
+                parts.retention,
+                ScrapeAccess(
+                    authenticator,
+                    token_digest=settings.metrics_token_digest,
+                    public=settings.metrics_public,
+                ),
+            ),
         ],
         dependencies={
-            "jobs_service": Provide(
-                jobs_service_provider(enqueuer, database.get_engine), sync_to_thread=False
-            )
+            **jobs_dependencies(parts.enqueuer, parts.sessions),
+            # Keys change in transactions (a key and its audit row together); made on first use.
+            **access_dependencies(
+                lambda: parts.database.create_session_maker()(), authenticator, audit
+            ),
         },
         exception_handlers=exception_handlers(),
         logging_config=logging_config(settings),
-        openapi_config=OpenAPIConfig(
-            title="Tracked background jobs", version="0.1.0", path="/schema"
-        ),
+        openapi_config=openapi_config(title="Tracked background jobs", version="0.1.0"),
+        middleware=[RedirectToTrailingSlash(queues.web_path)] if queues.web_enabled else [],
         request_max_body_size=settings.max_request_body,
-        on_shutdown=[enqueuer.close],
+        on_shutdown=[parts.enqueuer.close],
     )
     app.on_startup.append(tune_garbage_collector)  # last: after every plugin's start-up
     return app

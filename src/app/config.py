@@ -1,7 +1,9 @@
-"""Settings read from the environment once, and the plugin configs built from them."""
+"""Settings read from the environment once, the logging and the database config built from
+them. A leaf: imports nothing from `app`."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -11,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import litestar_saq.config
 import msgspec
 import structlog
 from advanced_alchemy.extensions.litestar import (
@@ -20,15 +21,8 @@ from advanced_alchemy.extensions.litestar import (
     EngineConfig,
     SQLAlchemyAsyncConfig,
 )
-from litestar.config.app import AppConfig
 from litestar.logging.config import LoggingConfig, StructLoggingConfig
-from litestar.plugins import InitPluginProtocol
-from litestar.serialization import decode_json
-from litestar_saq import SAQConfig, SAQPlugin
-from redis.asyncio import from_url as redis_from_url
-
-from app.jobs.queue import TrackedQueue
-from app.jobs.registry import TaskRegistry
+from litestar.types import GetLogger
 
 # The project root holds db/migrations; src/app/config.py is two folders below it.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +61,35 @@ def _env_bool(env: dict[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be a boolean (true/false), got {raw!r}")
 
 
+# Shorter keys could be guessed (generated keys are longer).
+ADMIN_API_KEY_MIN_LENGTH = 32
+
+
+def _admin_key_digest(env: dict[str, str]) -> str | None:
+    """SHA-256 of ADMIN_API_KEY, as `app.auth.keys.digest` spells it: the plaintext is not kept."""
+    key = env.get("ADMIN_API_KEY") or ""
+    if not key:
+        return None
+    if len(key) < ADMIN_API_KEY_MIN_LENGTH:
+        raise SettingsError(
+            f"ADMIN_API_KEY must be at least {ADMIN_API_KEY_MIN_LENGTH} characters, got {len(key)}"
+        )
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _metrics_token_digest(env: dict[str, str]) -> str | None:
+    """SHA-256 of METRICS_TOKEN, the scrape's bearer token: the plaintext is not kept."""
+    token = env.get("METRICS_TOKEN") or ""
+    if not token:
+        return None
+    if len(token) < ADMIN_API_KEY_MIN_LENGTH:
+        raise SettingsError(
+            f"METRICS_TOKEN must be at least {ADMIN_API_KEY_MIN_LENGTH} characters, "
+            f"got {len(token)}"
+        )
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def _async_database_url(url: str) -> str:
     """Accept the usual postgres:// spellings and pin the asyncpg driver."""
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
@@ -98,6 +121,15 @@ class Settings:
     sweep_interval: int = 10
     flush_interval_ms: float = 2.0
     busy_flush_interval_ms: float = 10.0
+    # Access (docs/security.md): open mode only when asked for and no admin key is given.
+    auth_disabled: bool = False
+    admin_key_digest: str | None = field(default=None, repr=False)
+    # Operations (README, docs/security.md): retention of ended jobs, the /metrics scrape.
+    job_retention_days: int = 30  # 0: ended jobs are kept for ever
+    audit_retention_days: int = 0  # 0: the audit log is kept for ever
+    retention_interval: float = 3600.0
+    metrics_token_digest: str | None = field(default=None, repr=False)
+    metrics_public: bool = False
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -135,7 +167,23 @@ class Settings:
             busy_flush_interval_ms=_env_number(
                 env, "LIFECYCLE_BUSY_FLUSH_INTERVAL_MS", defaults.busy_flush_interval_ms
             ),
+            auth_disabled=_env_bool(env, "AUTH_DISABLED", defaults.auth_disabled),
+            admin_key_digest=_admin_key_digest(env),
+            job_retention_days=_env_number(env, "JOB_RETENTION_DAYS", defaults.job_retention_days),
+            audit_retention_days=_env_number(
+                env, "AUDIT_RETENTION_DAYS", defaults.audit_retention_days
+            ),
+            retention_interval=_env_number(
+                env, "RETENTION_INTERVAL", defaults.retention_interval, minimum=1
+            ),
+            metrics_token_digest=_metrics_token_digest(env),
+            metrics_public=_env_bool(env, "METRICS_PUBLIC", defaults.metrics_public),
         )
+
+    @property
+    def open_mode(self) -> bool:
+        """No access checks: AUTH_DISABLED=true, and no ADMIN_API_KEY (a key turns them on)."""
+        return self.auth_disabled and self.admin_key_digest is None
 
     def engine_options(self) -> dict[str, Any]:
         return {
@@ -154,7 +202,7 @@ def _json_line(event: Any, **_: Any) -> bytes:
 
 class _IsoTimeStamper:
     """structlog's `TimeStamper(fmt="iso")` (UTC, microseconds), with the date and time of
-    day rendered once a second instead of once a line: a third of a log line's cost."""
+    day rendered once a second instead of once a line (its cost: docs/benchmarks.md)."""
 
     def __init__(self) -> None:
         self._second: tuple[int, str] = (-1, "")  # one tuple: threads never see half of it
@@ -172,16 +220,66 @@ class _IsoTimeStamper:
         return event_dict
 
 
+# Probed every few seconds by orchestrators: an INFO line each would drown the real requests.
+_HEALTH_CHECK_PATHS = frozenset({"/health", "/ready"})
+
+
+def _access_fields(logger: str, args: object) -> dict[str, Any] | None:
+    """The fields of one of uvicorn's access lines (its format's arguments), else None."""
+    if logger != "uvicorn.access" or not isinstance(args, tuple) or len(args) != 5:
+        return None
+    return dict(zip(("client", "method", "path", "http_version", "status"), args, strict=True))
+
+
+class _QuietHealthChecks(logging.Filter):
+    """Health checks' access lines become DEBUG lines: dropped unless LOG_LEVEL is DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        access = _access_fields(record.name, record.args)
+        if access is None or str(access["path"]).partition("?")[0] not in _HEALTH_CHECK_PATHS:
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def _uvicorn_fields(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """An access line as fields instead of uvicorn's text; no terminal colour codes."""
+    args = event_dict.pop("positional_args", None)
+    event_dict.pop("color_message", None)
+    access = _access_fields(event_dict["_record"].name, args)
+    if access is not None:
+        event_dict.update(event="http request", **access)
+    return event_dict
+
+
+class _StructAndStdlibLogging(StructLoggingConfig):
+    """Litestar applies only the structlog half of a StructLoggingConfig (the plugin that
+    would apply the rest is not used): apply `standard_lib_logging_config` too, after
+    uvicorn's own logging set-up, so SAQ's and uvicorn's lines look like ours."""
+
+    def configure(self) -> GetLogger:
+        if self.standard_lib_logging_config is not None:
+            self.standard_lib_logging_config.configure()
+        return super().configure()
+
+
 def logging_config(settings: Settings) -> StructLoggingConfig:
     """structlog for our lines and for stdlib loggers (SAQ, uvicorn): JSON unless on a TTY."""
     level = logging.getLevelNamesMapping()[settings.log_level]
     as_json = settings.log_json
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
+        # The standard library's lines (uvicorn, SAQ) are text: the same msgspec JSON, decoded.
+        structlog.processors.JSONRenderer(serializer=lambda e, **_: _json_line(e).decode())
         if as_json
         else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
     )
-    return StructLoggingConfig(
+    # uvicorn's loggers write through the root handler (their own handlers are removed).
+    uvicorn = {"level": settings.log_level, "handlers": [], "propagate": True}
+    return _StructAndStdlibLogging(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
@@ -196,16 +294,30 @@ def logging_config(settings: Settings) -> StructLoggingConfig:
         wrapper_class=structlog.make_filtering_bound_logger(level),
         log_exceptions="always",
         # A client's mistake is answered with a 4xx; its stack trace is noise in the log.
-        disable_stack_trace={400, 404, 405, 409, 413, 422, 503},
+        disable_stack_trace={400, 401, 403, 404, 405, 409, 413, 422, 503},
         standard_lib_logging_config=LoggingConfig(
             root={"level": settings.log_level, "handlers": ["queue_listener"]},
+            # Litestar's name for the root handler, here a plain stream handler: on stdout like
+            # structlog's own lines (one stream, in order), and no queue thread per app.
+            handlers={
+                "queue_listener": {
+                    "class": "logging.StreamHandler",
+                    "stream": "ext://sys.stdout",
+                    "formatter": "standard",
+                    "filters": ["quiet_health_checks"],
+                }
+            },
+            filters={"quiet_health_checks": {"()": _QuietHealthChecks}},
             formatters={
                 "standard": {
                     "()": structlog.stdlib.ProcessorFormatter,
+                    "pass_foreign_args": True,
                     "foreign_pre_chain": [
                         _IsoTimeStamper(),
                         structlog.stdlib.add_log_level,
+                        structlog.stdlib.add_logger_name,
                         structlog.stdlib.ExtraAdder(),
+                        _uvicorn_fields,
                     ],
                     # format_exc_info: SAQ logs failures with logger.exception(...).
                     "processors": [
@@ -216,7 +328,12 @@ def logging_config(settings: Settings) -> StructLoggingConfig:
                 }
             },
             # SAQ's own per-job info lines repeat our "job started"/"job finished" lines.
-            loggers={"saq": {"level": max(level, logging.WARNING), "propagate": True}},
+            loggers={
+                "saq": {"level": max(level, logging.WARNING), "propagate": True},
+                "uvicorn": uvicorn,
+                "uvicorn.error": uvicorn,
+                "uvicorn.access": uvicorn,
+            },
         ),
     )
 
@@ -226,64 +343,8 @@ def sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
         connection_string=settings.database_url,
         engine_config=EngineConfig(**settings.engine_options()),
         session_config=AsyncSessionConfig(expire_on_commit=False),
-        # Lifecycle writes commit explicitly (the row must be committed before the enqueue).
+        # A request's own session (only /health uses one) ends with its response.
         before_send_handler="autocommit",
         alembic_config=AlembicAsyncConfig(script_location=str(settings.migrations_path)),
         create_all=False,
-    )
-
-
-class ApiQueueLifecycle(InitPluginProtocol):
-    """The API process's side of litestar-saq: queues, but no in-process workers.
-
-    Drops the worker start-up hooks litestar-saq adds (workers run in their own process,
-    `litestar workers run`; here the hooks would only start an idle heartbeat thread and bind
-    worker fields to every API log line), and disconnects the queues at shutdown so their
-    pending lifecycle writes (aborts from `/saq`) are flushed. Listed after `SAQPlugin`.
-    """
-
-    def __init__(self, saq: SAQPlugin) -> None:
-        self._saq = saq
-
-    def on_app_init(self, app_config: AppConfig) -> AppConfig:
-        worker_hooks: set[Any] = set()
-        for worker in self._saq.get_workers().values():
-            if worker.separate_process:
-                worker_hooks |= {worker.on_app_startup, worker.on_app_shutdown}
-        app_config.on_startup = [h for h in app_config.on_startup if h not in worker_hooks]
-        app_config.on_shutdown = [h for h in app_config.on_shutdown if h not in worker_hooks]
-        app_config.on_shutdown.append(self._disconnect_queues)
-        return app_config
-
-    async def _disconnect_queues(self) -> None:
-        for queue in self._saq.get_queues().queues.values():
-            await queue.disconnect()
-
-
-def tracked_queue(settings: Settings) -> TrackedQueue:
-    """The queue of this process; nothing connects until it is used."""
-    return TrackedQueue(
-        # Fail fast when Redis is unreachable instead of hanging a request or a worker.
-        redis_from_url(settings.redis_url, socket_connect_timeout=2),
-        name=settings.queue_name,
-        dump=litestar_saq.config.serializer,
-        load=decode_json,
-        database_url=settings.database_url,
-        # No pre-ping: the recorder retries a failed batch anyway, and a ping per flush
-        # would double the round trips of the worker's only database traffic.
-        engine_options={**settings.engine_options(), "pool_pre_ping": False},
-        flush_interval=settings.flush_interval_ms / 1000,
-        busy_flush_interval=settings.busy_flush_interval_ms / 1000,
-    )
-
-
-def saq_config(settings: Settings, registry: TaskRegistry | None = None) -> SAQConfig:
-    from app.worker.settings import REGISTRY, queue_config
-
-    return SAQConfig(
-        queue_configs=[queue_config(settings, registry or REGISTRY)],
-        queue_instances={settings.queue_name: tracked_queue(settings)},
-        web_enabled=settings.saq_web_enabled,
-        web_path="/saq",
-        use_server_lifespan=False,
     )

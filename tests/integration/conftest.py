@@ -1,27 +1,29 @@
-"""In-process pieces on the real servers: the app under a test client, a SAQ worker, the service."""
+"""Fixtures: in-process pieces on the real servers (the app under a test client, a SAQ worker,
+the service); the helpers they use live in tests/support."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
-from litestar_saq import SAQConfig, SAQPlugin
-from saq.queue import Queue
+from litestar_saq import SAQPlugin
 from saq.worker import Worker
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.asgi import create_app
-from app.config import Settings, saq_config, tracked_queue
+from app.asgi import Parts, build_parts, create_app
+from app.config import Settings
+from app.db.connection import HeldConnection
 from app.db.models import BackgroundJob
+from app.jobs.outbox import Enqueuer
+from app.jobs.queue import TrackedQueue
 from app.jobs.registry import TaskRegistry
-from app.jobs.services import BackgroundJobService, Enqueuer
-from app.worker.settings import REGISTRY, queue_config
-from tests.support import eventually
-
-StartWorker = Callable[..., Awaitable[Worker]]
+from app.jobs.service import BackgroundJobService
+from app.worker.settings import REGISTRY, saq_config
+from tests.support import StartWorker, WaitForRow
+from tests.support import wait_for_row as support_wait_for_row
 
 
 @pytest.fixture
@@ -31,63 +33,70 @@ async def client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Async
 
 
 @pytest.fixture
-async def queue(settings: Settings) -> AsyncIterator[Queue]:
-    queue = saq_config(settings).get_queues().get(settings.queue_name)
-    await queue.connect()
-    yield queue
-    await queue.disconnect()
+async def parts(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Parts]:
+    """What a process of the app builds (its own engine, queue, enqueuer), as the test's."""
+    parts = build_parts(settings, REGISTRY)
+    yield parts
+    await parts.close()
+
+
+@pytest.fixture
+async def queue(parts: Parts) -> TrackedQueue:
+    await parts.queue.connect()
+    return parts.queue
+
+
+@pytest.fixture
+async def make_enqueuer(
+    queue: TrackedQueue, engine: AsyncEngine
+) -> AsyncIterator[Callable[..., Enqueuer]]:
+    """An enqueuer (the one outbox path) for other tasks than the worker's, or another queue."""
+    made: list[Enqueuer] = []
+
+    def make(registry: TaskRegistry = REGISTRY, on: TrackedQueue = queue) -> Enqueuer:
+        made.append(Enqueuer(on, registry, 60, HeldConnection(lambda: engine)))
+        return made[-1]
+
+    yield make
+    for enqueuer in made:
+        await enqueuer.close()
 
 
 @pytest.fixture
 async def start_worker(settings: Settings) -> AsyncIterator[StartWorker]:
     """Start the project's tracked SAQ worker in this event loop (stopped after the test)."""
-    running: list[tuple[Worker, asyncio.Task[None]]] = []
+    running: list[tuple[Worker, asyncio.Task[None], Parts]] = []
 
     async def start(registry: TaskRegistry = REGISTRY, **overrides: Any) -> Worker:
-        config = queue_config(settings, registry)
+        parts = build_parts(settings, registry)  # a worker process's own, as create_app builds
+        config = saq_config(settings, registry, parts.queue, parts.reconciler, parts.database)
         for name, value in overrides.items():
-            setattr(config, name, value)
-        plugin = SAQPlugin(
-            SAQConfig(
-                queue_configs=[config],
-                queue_instances={settings.queue_name: tracked_queue(settings)},
-            )
-        )
-        worker: Worker = plugin.get_workers()[settings.queue_name]
+            setattr(config.queue_configs[0], name, value)
+        worker: Worker = SAQPlugin(config).get_workers()[settings.queue_name]
         await worker.queue.connect()
-        running.append((worker, asyncio.create_task(worker.start())))
+        running.append((worker, asyncio.create_task(worker.start()), parts))
         return worker
 
     yield start
-    for worker, task in running:
+    for worker, task, parts in running:
         await worker.stop()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await worker.queue.disconnect()
+        await parts.close()
 
 
 @pytest.fixture
-def jobs(session: AsyncSession, queue: Queue, settings: Settings) -> BackgroundJobService:
-    return BackgroundJobService(
-        session, enqueuer=Enqueuer(queue, REGISTRY, default_timeout=settings.job_timeout)
-    )
+def jobs(session: AsyncSession, queue: TrackedQueue, parts: Parts) -> BackgroundJobService:
+    return BackgroundJobService(session, enqueuer=parts.enqueuer)
 
 
 @pytest.fixture
-def wait_for_row(
-    session: AsyncSession,
-) -> Callable[..., Awaitable[BackgroundJob]]:
+def wait_for_row(engine: AsyncEngine) -> WaitForRow:
     """Wait until the row of `job_id` satisfies `check` (read fresh from the database)."""
 
     async def wait(
         job_id: Any, check: Callable[[BackgroundJob], bool], what: str = "row"
     ) -> BackgroundJob:
-        async def probe() -> BackgroundJob | None:
-            session.expire_all()
-            row = await BackgroundJobService(session).get_by_job_id(job_id)
-            await session.commit()
-            return row if row is not None and check(row) else None
-
-        return await eventually(probe, what=what)
+        return await support_wait_for_row(engine, job_id, check, what=what)
 
     return wait

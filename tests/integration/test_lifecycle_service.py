@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -10,16 +11,19 @@ from uuid import UUID, uuid4
 import pytest
 from saq.job import Job, Status
 from saq.queue import Queue
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings, saq_config
+from app.asgi import build_parts
+from app.config import Settings
 from app.db.models import BackgroundJob
+from app.jobs.lifecycle import Transition
+from app.jobs.outbox import Enqueuer
 from app.jobs.registry import TaskRegistry, UnknownTaskError, tracked_task
-from app.jobs.services import BackgroundJobService, Enqueuer, Transition
-from app.jobs.states import JobStatus
+from app.jobs.service import BackgroundJobService
+from app.worker.settings import REGISTRY
 from app.worker.tasks import trigger_test
-from tests.support import free_port
+from tests.support import count_rows, free_port
+from tests.support.transitions import mark_complete, mark_failed, mark_retrying, mark_running
 
 
 @tracked_task(timeout=45, attempts=3, retry_delay=2, max_retry_delay=30)
@@ -27,66 +31,11 @@ async def send_report(ctx: dict[str, Any], **arguments: Any) -> None:
     return None
 
 
-async def count_rows(session: AsyncSession) -> int:
-    return int(await session.scalar(select(func.count()).select_from(BackgroundJob)) or 0)
-
-
 async def reload(session: AsyncSession, job_id: UUID) -> BackgroundJob:
     session.expire_all()
     row = await BackgroundJobService(session).get_by_job_id(job_id)
     assert row is not None
     return row
-
-
-# What each lifecycle event reports, as `TrackedQueue` builds it, applied one at a time.
-
-
-async def mark_running(
-    jobs: BackgroundJobService, job_id: UUID, *, attempt: int, worker_id: str, started_at: datetime
-) -> bool:
-    transition = Transition(
-        job_id, "t", JobStatus.RUNNING, attempt, worker_id=worker_id, started_at=started_at
-    )
-    return bool(await jobs.apply([transition]))
-
-
-async def mark_complete(
-    jobs: BackgroundJobService, job_id: UUID, *, attempt: int, result: Any, completed_at: datetime
-) -> bool:
-    transition = Transition(
-        job_id, "t", JobStatus.COMPLETE, attempt, result=result, completed_at=completed_at
-    )
-    return bool(await jobs.apply([transition]))
-
-
-async def mark_retrying(
-    jobs: BackgroundJobService, job_id: UUID, *, attempt: int, error: str, traceback: str | None
-) -> bool:
-    transition = Transition(
-        job_id, "t", JobStatus.QUEUED, attempt, error=error, traceback=traceback
-    )
-    return bool(await jobs.apply([transition]))
-
-
-async def mark_failed(
-    jobs: BackgroundJobService,
-    job_id: UUID,
-    *,
-    attempt: int,
-    error: str,
-    traceback: str | None,
-    completed_at: datetime,
-) -> bool:
-    transition = Transition(
-        job_id,
-        "t",
-        JobStatus.FAILED,
-        attempt,
-        error=error,
-        traceback=traceback,
-        completed_at=completed_at,
-    )
-    return bool(await jobs.apply([transition]))
 
 
 async def test_enqueue_commits_a_queued_row_then_puts_the_job_on_the_queue(
@@ -110,11 +59,9 @@ async def test_enqueue_commits_a_queued_row_then_puts_the_job_on_the_queue(
 
 
 async def test_the_policy_beside_the_task_reaches_the_queued_job(
-    session: AsyncSession, queue: Queue, settings: Settings
+    session: AsyncSession, queue: Queue, make_enqueuer: Callable[..., Enqueuer]
 ) -> None:
-    service = BackgroundJobService(
-        session, enqueuer=Enqueuer(queue, TaskRegistry([send_report]), default_timeout=60)
-    )
+    service = BackgroundJobService(session, enqueuer=make_enqueuer(TaskRegistry([send_report])))
     row = await service.enqueue(send_report, {"to": "ops"})
     job = await queue.job(str(row.job_id))
     assert job is not None
@@ -123,11 +70,9 @@ async def test_the_policy_beside_the_task_reaches_the_queued_job(
 
 
 async def test_arguments_named_like_saq_job_fields_stay_task_arguments(
-    session: AsyncSession, queue: Queue
+    session: AsyncSession, queue: Queue, make_enqueuer: Callable[..., Enqueuer]
 ) -> None:
-    service = BackgroundJobService(
-        session, enqueuer=Enqueuer(queue, TaskRegistry([send_report]), default_timeout=60)
-    )
+    service = BackgroundJobService(session, enqueuer=make_enqueuer(TaskRegistry([send_report])))
     arguments = {"key": "k-1", "timeout": 1, "retries": 9, "meta": {"a": 1}}
     row = await service.enqueue(send_report, arguments)
     job = await queue.job(str(row.job_id))
@@ -147,12 +92,10 @@ async def test_an_unregistered_task_is_refused_before_anything_is_written(
 async def test_when_redis_is_unreachable_the_row_is_kept_as_the_outbox(
     session: AsyncSession, settings: Settings
 ) -> None:
-    dead = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    queue = saq_config(dead).get_queues().get(dead.queue_name)
-    service = BackgroundJobService(
-        session, enqueuer=Enqueuer(queue, TaskRegistry([trigger_test]), default_timeout=60)
-    )
+    dead = build_parts(replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"), REGISTRY)
+    service = BackgroundJobService(session, enqueuer=dead.enqueuer)
     row = await service.enqueue(trigger_test, {"message": "kept"})
+    await dead.close()
     stored = await reload(session, row.job_id)
     assert (stored.status, stored.arguments) == ("queued", {"message": "kept"})
     assert await count_rows(session) == 1
@@ -228,7 +171,7 @@ async def test_a_finished_row_never_moves_again(
     [(Status.COMPLETE, "complete"), (Status.FAILED, "failed"), (Status.ABORTED, "aborted"),
      (Status.QUEUED, "queued")],
 )  # fmt: skip
-async def test_record_outcome_maps_what_after_process_sees(
+async def test_the_transition_of_what_saq_reports_lands_in_the_row(
     jobs: BackgroundJobService, session: AsyncSession, saq_status: Status, expected: str
 ) -> None:
     row = await jobs.enqueue(trigger_test, {"message": "m"})

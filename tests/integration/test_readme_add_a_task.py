@@ -1,4 +1,5 @@
-"""The README's "Add your own task" section, run as written: its three snippets, in order."""
+"""The README's "Add your own task" section, run as written: its three steps, in order, then
+its cron task."""
 
 from __future__ import annotations
 
@@ -6,20 +7,25 @@ import asyncio
 import re
 import types
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 from uuid import UUID, uuid4
 
+import pytest
+from croniter import croniter
 from litestar import post
 from litestar.di import NamedDependency
 from saq.queue import Queue
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.models import BackgroundJob
+from app.jobs.outbox import Enqueuer
 from app.jobs.registry import TaskRegistry, tracked_task
-from app.jobs.services import BackgroundJobService, Enqueuer
+from app.jobs.service import BackgroundJobService
+from app.worker import settings as worker_settings
 from app.worker import tasks as project_tasks
-from tests.integration.conftest import StartWorker
-from tests.support import ROOT
+from tests.support import ROOT, StartWorker, eventually
 
 
 def readme_section_snippets(title: str) -> list[str]:
@@ -29,28 +35,38 @@ def readme_section_snippets(title: str) -> list[str]:
     return [re.sub(r"^ {3}", "", block, flags=re.M) for block in blocks]
 
 
-def test_the_section_has_the_three_steps() -> None:
-    task, registration, handler = readme_section_snippets("Add your own task")
+def test_the_section_has_the_three_steps_and_a_cron_task() -> None:
+    task, registration, handler, cron_task, cron = readme_section_snippets("Add your own task")
     assert "@tracked_task(" in task
     assert registration.startswith("TASKS = (")
     assert "jobs_service.enqueue(" in handler
+    assert "@tracked_task(" in cron_task
+    assert cron.startswith("CRON = (CronJob(")
+
+
+def readme_tasks_module(*snippets: str) -> types.ModuleType:
+    """(A copy of) the tasks module, with the README's functions written into it."""
+    tasks = types.ModuleType("tasks")
+    tasks.__dict__.update(vars(project_tasks))
+    tasks.__dict__.update({"asyncio": asyncio, "Any": Any, "tracked_task": tracked_task})
+    for snippet in snippets:
+        exec(snippet, tasks.__dict__)  # noqa: S102 - the README's own code
+    return tasks
 
 
 async def test_a_task_added_as_the_readme_says_is_tracked_to_complete(
     session: AsyncSession,
     queue: Queue,
+    make_enqueuer: Callable[..., Enqueuer],
     start_worker: StartWorker,
     wait_for_row: Callable[..., Awaitable[BackgroundJob]],
 ) -> None:
-    task_snippet, registration_snippet, handler_snippet = readme_section_snippets(
+    task_snippet, registration_snippet, handler_snippet, *_ = readme_section_snippets(
         "Add your own task"
     )
 
     # 1. The function, in (a copy of) the tasks module's namespace.
-    tasks = types.ModuleType("tasks")
-    tasks.__dict__.update(vars(project_tasks))
-    tasks.__dict__.update({"asyncio": asyncio, "Any": Any, "tracked_task": tracked_task})
-    exec(task_snippet, tasks.__dict__)  # noqa: S102 - the README's own code
+    tasks = readme_tasks_module(task_snippet)
     # 2. The registration line.
     registration: dict[str, Any] = {"tasks": tasks}
     exec(registration_snippet, registration)  # noqa: S102
@@ -67,9 +83,8 @@ async def test_a_task_added_as_the_readme_says_is_tracked_to_complete(
     welcome = handler_namespace["welcome"]
 
     await start_worker(registry)
-    jobs_service = BackgroundJobService(
-        session, enqueuer=Enqueuer(queue, registry, default_timeout=60)
-    )
+    # The service a handler is given: its enqueue is the API's own outbox path.
+    jobs_service = BackgroundJobService(session, enqueuer=make_enqueuer(registry))
     user_id = uuid4()
     answer = await welcome.fn(user_id=user_id, jobs_service=jobs_service)
 
@@ -79,3 +94,37 @@ async def test_a_task_added_as_the_readme_says_is_tracked_to_complete(
     job = await queue.job(answer["job_id"])
     assert job is not None
     assert (job.timeout, job.retries) == (120, 3)
+
+
+async def test_a_cron_task_added_as_the_readme_says_has_a_complete_row_per_run(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, start_worker: StartWorker
+) -> None:
+    *_, cron_task_snippet, cron_snippet = readme_section_snippets("Add your own task")
+    tasks = readme_tasks_module(cron_task_snippet)
+    # The CRON line, with what `worker/settings.py` has in scope.
+    settings_namespace: dict[str, Any] = {"tasks": tasks, "CronJob": worker_settings.CronJob}
+    exec(cron_snippet, settings_namespace)  # noqa: S102
+    (declared,) = settings_namespace["CRON"]
+    assert croniter.is_valid(declared.cron)
+
+    # As written, but each second instead of each night.
+    every_second = replace(declared, cron="* * * * * *")
+    monkeypatch.setattr(worker_settings, "CRON", (every_second,))
+    await start_worker()
+
+    async def a_complete_run() -> BackgroundJob | None:
+        async with AsyncSession(engine) as session:
+            return await session.scalar(
+                select(BackgroundJob).where(
+                    BackgroundJob.task_name == "nightly_report",
+                    BackgroundJob.status == "complete",
+                )
+            )
+
+    run = await eventually(a_complete_run, what="a complete run of the README's cron task")
+    assert (run.job_key, run.cron, run.max_attempts) == (
+        "cron:nightly_report",
+        "* * * * * *",
+        2,
+    )
+    assert run.result == {"report": "done"}

@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from saq.job import Job, Status
 from saq.queue.redis import RedisQueue
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.config import Settings, saq_config
-from app.db.models import BackgroundJob
+from app.asgi import build_parts
+from app.config import Settings
+from app.db.connection import autocommit_sessions
+from app.jobs.outbox import Enqueuer
 from app.jobs.queue import TrackedQueue
 from app.jobs.reconciler import Reconciler
 from app.jobs.registry import TaskRegistry, tracked_task
-from app.jobs.services import BackgroundJobService, Enqueuer
+from app.jobs.service import BackgroundJobService
 from app.worker.settings import REGISTRY
 from app.worker.tasks import trigger_test
-from tests.integration.conftest import StartWorker
-from tests.integration.test_lifecycle_service import mark_running
-from tests.support import free_port
+from tests.support import StartWorker, WaitForRow, free_port
+from tests.support.executions import counted, executions
+from tests.support.transitions import mark_running
 
-WaitForRow = Callable[..., Awaitable[BackgroundJob]]
+MakeEnqueuer = Callable[..., Enqueuer]
+# The worker's task, counting its runs: a job enqueued again must run, and only once.
+COUNTED = TaskRegistry([counted(trigger_test)])
 
 
 @tracked_task(timeout=60, attempts=2)
@@ -31,46 +35,64 @@ async def two_attempts(ctx: dict[str, Any]) -> None:
     return None
 
 
-def reconciler(queue: TrackedQueue, registry: TaskRegistry = REGISTRY) -> Reconciler:
-    return Reconciler(queue, registry, default_timeout=60, interval=1, grace=0, worker_lost_after=0)
+def reconciler(enqueuer: Enqueuer, engine: AsyncEngine) -> Reconciler:
+    return Reconciler(
+        enqueuer.queue,
+        enqueuer,
+        autocommit_sessions(lambda: engine),
+        interval=1,
+        grace=0,
+        worker_lost_after=0,
+    )
 
 
 async def test_a_row_accepted_while_redis_was_down_is_enqueued_when_it_is_back(
     session: AsyncSession,
     settings: Settings,
+    engine: AsyncEngine,
     queue: TrackedQueue,
+    make_enqueuer: MakeEnqueuer,
     start_worker: StartWorker,
     wait_for_row: WaitForRow,
 ) -> None:
-    dead = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    dead_queue = saq_config(dead).get_queues().get(dead.queue_name)
-    outbox = BackgroundJobService(session, enqueuer=Enqueuer(dead_queue, REGISTRY, 60))
+    dead = build_parts(replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"), REGISTRY)
+    outbox = BackgroundJobService(session, enqueuer=dead.enqueuer)
     row = await outbox.enqueue(trigger_test, {"message": "waited for redis"})
+    await dead.close()
     assert await queue.job(str(row.job_id)) is None
 
-    report = await reconciler(queue).run_once(force=True)
+    report = await reconciler(make_enqueuer(), engine).run_once(force=True)
     assert report.requeued == 1
-    await start_worker()
+    await start_worker(COUNTED)
     done = await wait_for_row(row.job_id, lambda r: r.status == "complete")
     assert done.result == {"message": "waited for redis", "slept_seconds": 0.1}
+    assert await executions(queue) == {str(row.job_id): 1}
 
 
 async def test_a_job_flushed_out_of_redis_runs_again_from_its_row(
-    session: AsyncSession, queue: TrackedQueue, start_worker: StartWorker, wait_for_row: WaitForRow
+    session: AsyncSession,
+    engine: AsyncEngine,
+    queue: TrackedQueue,
+    make_enqueuer: MakeEnqueuer,
+    start_worker: StartWorker,
+    wait_for_row: WaitForRow,
 ) -> None:
-    jobs = BackgroundJobService(session, enqueuer=Enqueuer(queue, REGISTRY, 60))
+    enqueuer = make_enqueuer()
+    jobs = BackgroundJobService(session, enqueuer=enqueuer)
     row = await jobs.enqueue(trigger_test, {"message": "flushed"})
     await queue.redis.flushdb()
 
-    assert (await reconciler(queue).run_once(force=True)).requeued == 1
-    await start_worker()
+    assert (await reconciler(enqueuer, engine).run_once(force=True)).requeued == 1
+    await start_worker(COUNTED)
     await wait_for_row(row.job_id, lambda r: r.status == "complete")
+    assert await executions(queue) == {str(row.job_id): 1}
 
 
 async def test_a_running_row_whose_worker_still_lives_is_left_alone(
-    session: AsyncSession, queue: TrackedQueue
+    session: AsyncSession, engine: AsyncEngine, queue: TrackedQueue, make_enqueuer: MakeEnqueuer
 ) -> None:
-    jobs = BackgroundJobService(session, enqueuer=Enqueuer(queue, REGISTRY, 60))
+    enqueuer = make_enqueuer()
+    jobs = BackgroundJobService(session, enqueuer=enqueuer)
     row = await jobs.enqueue(trigger_test, {"message": "running"})
     await queue.worker_info("alive-worker", queue_key=queue.name, metadata=None, ttl=60)
     await mark_running(
@@ -78,15 +100,19 @@ async def test_a_running_row_whose_worker_still_lives_is_left_alone(
     )
     await queue.redis.delete(queue.job_id(str(row.job_id)))
 
-    report = await reconciler(queue).run_once(force=True)
+    report = await reconciler(enqueuer, engine).run_once(force=True)
     assert (report.requeued, report.worker_lost) == (0, 0)
 
 
 async def test_a_lost_workers_job_is_retried_when_attempts_remain_else_failed_with_the_reason(
-    session: AsyncSession, queue: TrackedQueue, wait_for_row: WaitForRow
+    session: AsyncSession,
+    engine: AsyncEngine,
+    queue: TrackedQueue,
+    make_enqueuer: MakeEnqueuer,
+    wait_for_row: WaitForRow,
 ) -> None:
-    registry = TaskRegistry([*REGISTRY.functions, two_attempts])
-    jobs = BackgroundJobService(session, enqueuer=Enqueuer(queue, registry, 60))
+    enqueuer = make_enqueuer(TaskRegistry([*REGISTRY.functions, two_attempts]))
+    jobs = BackgroundJobService(session, enqueuer=enqueuer)
     retried = (await jobs.enqueue(two_attempts, {})).job_id
     failed = (await jobs.enqueue(trigger_test, {"message": "no retry left"})).job_id
     for job_id in (retried, failed):
@@ -99,7 +125,7 @@ async def test_a_lost_workers_job_is_retried_when_attempts_remain_else_failed_wi
         await queue.update(job, status=Status.ACTIVE)
         await wait_for_row(job_id, lambda r: r.status == "running")
 
-    report = await reconciler(queue, registry).run_once(force=True)
+    report = await reconciler(enqueuer, engine).run_once(force=True)
     assert report.worker_lost == 2
     requeued = await wait_for_row(retried, lambda r: r.status == "queued")
     assert requeued.error is not None
@@ -110,9 +136,14 @@ async def test_a_lost_workers_job_is_retried_when_attempts_remain_else_failed_wi
 
 
 async def test_a_write_lost_with_a_killed_process_is_repaired_from_redis(
-    session: AsyncSession, queue: TrackedQueue, settings: Settings, wait_for_row: WaitForRow
+    session: AsyncSession,
+    engine: AsyncEngine,
+    queue: TrackedQueue,
+    make_enqueuer: MakeEnqueuer,
+    wait_for_row: WaitForRow,
 ) -> None:
-    jobs = BackgroundJobService(session, enqueuer=Enqueuer(queue, REGISTRY, 60))
+    enqueuer = make_enqueuer()
+    jobs = BackgroundJobService(session, enqueuer=enqueuer)
     row = await jobs.enqueue(trigger_test, {"message": "done, unrecorded"})
     # A plain RedisQueue finishes the job without reporting: the write that died with it.
     plain = RedisQueue(queue.redis, name=queue.name)
@@ -122,7 +153,7 @@ async def test_a_write_lost_with_a_killed_process_is_repaired_from_redis(
     job.started = 1_700_000_000_000
     await plain.finish(job, Status.COMPLETE, result={"ok": True})
 
-    report = await reconciler(queue).run_once(force=True)
+    report = await reconciler(enqueuer, engine).run_once(force=True)
     assert report.repaired == 1
     repaired = await wait_for_row(row.job_id, lambda r: r.status == "complete")
     assert (repaired.result, repaired.attempts) == ({"ok": True}, 1)

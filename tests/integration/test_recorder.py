@@ -12,9 +12,9 @@ from sqlalchemy import Executable, Row, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.connection import HeldConnection
+from app.jobs.lifecycle import JobStatus, Transition
 from app.jobs.recorder import LifecycleRecorder
-from app.jobs.services import BackgroundJobService, Transition
-from app.jobs.states import JobStatus
+from app.jobs.service import BackgroundJobService
 from app.worker.tasks import trigger_test
 
 
@@ -25,11 +25,11 @@ class CountedConnection(HeldConnection):
         super().__init__(lambda: engine)
         self.writes: list[int] = []
 
-    async def fetch(
+    async def execute(
         self, statement: Executable, parameters: Mapping[str, Any]
     ) -> Sequence[Row[Any]]:
         self.writes.append(len(parameters["job_ids"]))
-        return await super().fetch(statement, parameters)
+        return await super().execute(statement, parameters)
 
 
 async def test_under_load_batches_grow_instead_of_writes(
@@ -50,8 +50,7 @@ async def test_under_load_batches_grow_instead_of_writes(
         await asyncio.sleep(0.01)
     await recorder.flushed()
     elapsed = time.monotonic() - started
-    await recorder.close()
-    await connection.close()
+    await recorder.close()  # closes its connection too
 
     assert sum(connection.writes) == len(rows)  # every event written, each once
     assert len(connection.writes) <= elapsed / busy_interval + 2  # at most one per interval
@@ -64,13 +63,13 @@ async def test_under_load_batches_grow_instead_of_writes(
 
 async def test_a_held_connection_survives_its_server_side_end(engine: AsyncEngine) -> None:
     connection = HeldConnection(lambda: engine)
-    pid = (await connection.fetch(text("SELECT pg_backend_pid()"), {}))[0][0]
+    pid = (await connection.execute(text("SELECT pg_backend_pid()"), {}))[0][0]
     async with engine.connect() as admin:
         await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         await admin.commit()
     await asyncio.sleep(0.2)  # asyncpg notices the closed socket; nothing is sent to check
 
-    new_pid = (await connection.fetch(text("SELECT pg_backend_pid()"), {}))[0][0]
+    new_pid = (await connection.execute(text("SELECT pg_backend_pid()"), {}))[0][0]
     await connection.close()
 
     assert new_pid != pid

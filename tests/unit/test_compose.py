@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from app.config import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 APP_SERVICES = ("migrate", "api", "worker")
 # The seed README's Docker commands, word for word: they must keep working.
@@ -206,3 +208,20 @@ def test_readme_uses_compose_v2_and_expanded_psql(readme: str) -> None:
     )
     assert "docker compose logs -f worker" in docker_lines
     assert "docker compose up --build" in docker_lines
+
+
+@pytest.mark.parametrize(
+    ("dot_env", "open_mode"),
+    [
+        ({}, True),  # a fresh clone: the seed's curl needs no key (published on loopback only)
+        ({"ADMIN_API_KEY": "k" * 40}, False),  # a key in .env turns the checks on
+        ({"AUTH_DISABLED": "false"}, False),
+    ],
+)
+def test_the_stack_is_open_only_until_a_key_or_auth_is_configured(
+    compose: dict[str, Any], dot_env: dict[str, str], open_mode: bool
+) -> None:
+    for name in ("api", "worker"):
+        environment = compose["services"][name]["environment"]
+        env = {key: interpolate(str(value), dot_env) for key, value in environment.items()}
+        assert Settings.from_env(env).open_mode is open_mode, name

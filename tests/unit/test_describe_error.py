@@ -1,6 +1,6 @@
 from datetime import UTC, datetime
 
-from app.jobs.services import describe_error, epoch_ms_to_datetime
+from app.jobs.lifecycle import describe_error, epoch_ms_to_datetime
 
 
 def test_an_exception_is_described_by_its_type_and_message() -> None:

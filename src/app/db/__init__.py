@@ -1,1 +1,1 @@
-"""SQLAlchemy models of the service."""
+"""The `background_jobs` table and the connections that read and write it."""

@@ -1,9 +1,10 @@
-"""One autocommit connection kept open for a stream of small writes.
+"""Database access outside the ORM's unit of work: one held connection for streams of small
+writes, and the sessions the service reads with.
 
-The lifecycle recorder and the API's grouped inserts each write one statement at a time,
-hundreds of times a second. Through a pooled session each write would also pay a pool
-checkout (and its pre-ping round trip), BEGIN and COMMIT. Held open in autocommit mode, a
-write is one round trip, and its statement is prepared once for the connection's life.
+The lifecycle recorder and the outbox each write one statement at a time, hundreds of times
+a second. Through a pooled session each write would also pay a pool checkout (and its
+pre-ping round trip), BEGIN and COMMIT. Held open in autocommit mode, a write is one round
+trip, and its statement is prepared once for the connection's life (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -11,21 +12,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 if TYPE_CHECKING:
     from sqlalchemy import Executable, Row
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
+class Connection(Protocol):
+    """What the recorder and the outbox write through; unit tests stand in for it."""
+
+    async def execute(
+        self, statement: Executable, parameters: Mapping[str, Any]
+    ) -> Sequence[Row[Any]]: ...
+
+    async def close(self) -> None: ...
+
+
 class HeldConnection:
+    """One autocommit connection from `engine`'s pool, kept open for the process's life."""
+
     def __init__(self, engine: Callable[[], AsyncEngine]) -> None:
         self._engine = engine  # resolved on first use: nothing connects at start-up
         self._connection: AsyncConnection | None = None
         self._driver: Any = None  # the asyncpg connection under it
         self._lock = asyncio.Lock()
 
-    async def fetch(
+    async def execute(
         self, statement: Executable, parameters: Mapping[str, Any]
     ) -> Sequence[Row[Any]]:
         """Run `statement`, committed on return, and return its rows.
@@ -66,3 +81,19 @@ class HeldConnection:
         if connection is not None:
             with contextlib.suppress(Exception):  # it is being thrown away
                 await connection.invalidate()  # never hand a broken connection to the pool
+
+
+def autocommit_sessions(engine: Callable[[], AsyncEngine]) -> Callable[[], AsyncSession]:
+    """Sessions on `engine` (made on first use) whose statements each commit on their own.
+
+    A read is one statement, so a transaction would only add BEGIN and ROLLBACK round trips.
+    """
+    made: list[async_sessionmaker[AsyncSession]] = []
+
+    def open_session() -> AsyncSession:
+        if not made:
+            autocommit = engine().execution_options(isolation_level="AUTOCOMMIT")
+            made.append(async_sessionmaker(autocommit, expire_on_commit=False))
+        return made[0]()
+
+    return open_session

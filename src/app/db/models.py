@@ -1,4 +1,5 @@
-"""The `background_jobs` table: one row per tracked job, the truth about what happened to it."""
+"""The tables: `background_jobs` (one row per tracked job, the truth about what happened to
+it), `api_keys` and `job_actions` (who may act, and what they did: docs/security.md)."""
 
 from __future__ import annotations
 
@@ -6,41 +7,59 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from advanced_alchemy.base import UUIDv7AuditBase
+from advanced_alchemy.base import UUIDv7AuditBase, UUIDv7Base
 from advanced_alchemy.types import DateTimeUTC
 from sqlalchemy import CheckConstraint, Index, String, Text, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.jobs.states import JobStatus
+from app.auth.roles import role_in
+from app.jobs.lifecycle import TERMINAL_STATUSES, UNFINISHED_STATUSES, JobStatus, status_in
 
-_STATUS_WORDS = ", ".join(f"'{status.value}'" for status in JobStatus)
+# The job list's equality filters, each served by its own index.
+LISTED_BY = ("status", "task_name", "queue", "user_id", "project_id", "worker_id")
 
 
 class BackgroundJob(UUIDv7AuditBase):
-    """A job's lifecycle row; `job_id` is the SAQ job key and the id the API returns."""
+    """A job's lifecycle row; `job_id` is the id the API returns and, for the jobs the outbox
+    makes, the SAQ job key."""
 
     __tablename__ = "background_jobs"
     __table_args__ = (
-        CheckConstraint(f"status IN ({_STATUS_WORDS})", name="status"),
+        CheckConstraint(status_in(JobStatus), name="status"),
         CheckConstraint("attempts >= 0", name="attempts"),
-        Index("ix_background_jobs_status_created_at", "status", "created_at"),
-        Index("ix_background_jobs_user_id_created_at", "user_id", "created_at"),
-        Index("ix_background_jobs_project_id_created_at", "project_id", "created_at"),
-        Index("ix_background_jobs_created_at", "created_at"),
-        # "this user's failed jobs, newest first": the page and its count from the index alone.
-        Index("ix_background_jobs_user_id_status_created_at", "user_id", "status", "created_at"),
+        # The job list's order, `created_at DESC, id DESC`, after each filter's column: an
+        # index scan returns a page in order, never sorted (app/jobs/queries.py).
+        *(
+            Index(f"ix_background_jobs_{column}_created_at_id", column, "created_at", "id")
+            for column in LISTED_BY
+        ),
+        Index("ix_background_jobs_created_at_id", "created_at", "id"),
         Index(
-            "ix_background_jobs_project_id_status_created_at", "project_id", "status", "created_at"
+            "ix_background_jobs_with_error_created_at_id",
+            "created_at",
+            "id",
+            postgresql_where=text("error IS NOT NULL"),  # has_error, error:, a small share
         ),
         Index(
             "ix_background_jobs_unfinished_updated_at",
             "updated_at",
-            postgresql_where=text("status IN ('queued', 'running')"),
+            postgresql_where=text(status_in(UNFINISHED_STATUSES)),  # the reconciler's rows
+        ),
+        Index(
+            "ix_background_jobs_ended_updated_at",
+            "updated_at",
+            postgresql_where=text(status_in(TERMINAL_STATUSES)),  # what retention deletes
         ),
     )
 
     job_id: Mapped[UUID] = mapped_column(unique=True, index=False)
+    # SAQ's key when it is not `job_id`: a job the outbox did not make (a cron run, a caller's
+    # own key, a plain `queue.enqueue`), whose row was created when the queue first saw it.
+    job_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cron: Mapped[str | None] = mapped_column(Text, nullable=True)  # a cron run's schedule
+    scheduled_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
     task_name: Mapped[str] = mapped_column(String(200))
     queue: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
@@ -62,5 +81,41 @@ class BackgroundJob(UUIDv7AuditBase):
     # Set when the trigger carried an Idempotency-Key: repeats return this row.
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
     request_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Who triggered it (an API key's display prefix): the row is the audit record of its creation.
+    enqueued_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+
+
+class ApiKey(UUIDv7AuditBase):
+    """An API key: only its SHA-256 is kept; the plaintext is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint(role_in(), name="role"),)
+
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16))  # shown in lists and the audit log
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    project_id: Mapped[UUID | None] = mapped_column(nullable=True)  # set: that project only
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+
+
+class JobAction(UUIDv7Base):
+    """One state-changing call: who (key prefix and role), what, on which jobs, and how it ended."""
+
+    __tablename__ = "job_actions"
+    __table_args__ = (Index("ix_job_actions_at", "at"),)
+
+    at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    actor: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64))
+    job_ids: Mapped[list[UUID]] = mapped_column(
+        ARRAY(PG_UUID(as_uuid=True)), default=list, server_default=text("'{}'::uuid[]")
+    )
+    filter: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    count: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    outcome: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -1,1 +1,2 @@
-"""The tracked-job domain: statuses, the lifecycle service, its API."""
+"""The tracked-job domain: the lifecycle, the queue and its recorder, the outbox, the
+service, the reconciler, and the HTTP API over them."""

@@ -4,6 +4,12 @@ Every status change of a job passes through a Queue method, whichever process ma
 a worker starting, finishing, failing, retrying or timing out a job; a sweep of a dead
 worker's job; an abort from `/saq` or the API; a shutdown re-queue. Reporting from here,
 not from worker hooks, is what lets sweeps and aborts reach `background_jobs` too.
+
+Jobs reach Redis by two paths. `enqueue_many` is the outbox's: the rows exist already and
+the jobs carry their row ids. Every other enqueue (SAQ's cron schedule, `scheduled=` jobs,
+a caller's own key, a plain `queue.enqueue`) passes through `_enqueue`, which gives the job
+a row id of its own in `job.meta` and, once Redis took the job, reports it so its row is
+created (see `NewRow` in `lifecycle.py`).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from typing import Any
+from uuid import uuid4
 
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -19,13 +26,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from saq.job import Job, Status
 from saq.queue.redis import RedisQueue
 from saq.utils import now
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from app.db.connection import HeldConnection
+from app.jobs.lifecycle import ROW_ID, Transition, UntrackedJobError
+from app.jobs.metrics import JobMetrics
 from app.jobs.recorder import LifecycleRecorder
-from app.jobs.services import Transition
 
-log = structlog.get_logger("app.worker")
+log = structlog.get_logger(__name__)
 
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 # SAQ's own script (queue/redis.py): under a lock, every job id on the active list with its data.
@@ -55,65 +61,28 @@ _SWEEP_SECOND_LOOK = 2.0
 
 
 class TrackedQueue(RedisQueue):
-    """A `RedisQueue` that reports every job transition to a `LifecycleRecorder`."""
+    """A `RedisQueue` that reports every job transition to its `LifecycleRecorder`."""
 
     def __init__(
         self,
         *args: Any,
-        database_url: str,
-        engine_options: dict[str, Any] | None = None,
-        flush_interval: float = 0.002,
-        busy_flush_interval: float = 0.010,
+        recorder: LifecycleRecorder,
+        metrics: JobMetrics | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self._database_url = database_url
-        self._engine_options = engine_options or {}
-        self._flush_intervals = (flush_interval, busy_flush_interval)
-        self._engine: AsyncEngine | None = None
-        self._sessions: async_sessionmaker[Any] | None = None
-        self._held: HeldConnection | None = None
-        self.recorder: LifecycleRecorder | None = None
+        self.recorder = recorder
+        self.metrics = metrics  # enqueued jobs and waits; the recorder counts the rest
         self._redis_backoff = 0.0
-
-    @property
-    def engine(self) -> AsyncEngine:
-        """This process's own engine, made on first use (never at import)."""
-        if self._engine is None:
-            self._engine = create_async_engine(self._database_url, **self._engine_options)
-        return self._engine
-
-    @property
-    def sessions(self) -> async_sessionmaker[Any]:
-        if self._sessions is None:
-            self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        return self._sessions
 
     async def connect(self) -> None:
         await super().connect()
-        self._recorder()
-
-    def _recorder(self) -> LifecycleRecorder:
-        """The recorder, started on first need (connect() or the first transition)."""
-        if self.recorder is None:
-            self._held = HeldConnection(lambda: self.engine)
-            idle, busy = self._flush_intervals
-            self.recorder = LifecycleRecorder(
-                self._held, flush_interval=idle, busy_flush_interval=busy
-            )
-            self.recorder.start()
-        return self.recorder
+        self.recorder.start()
 
     async def disconnect(self) -> None:
-        if self.recorder is not None:
-            await self.recorder.close()
-            self.recorder = None
-        if self._held is not None:
-            await self._held.close()
-            self._held = None
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine, self._sessions = None, None
+        await self.recorder.close()  # writes what is pending first
+        if self.metrics is not None:
+            await self.metrics.close()
         with contextlib.suppress(*_REDIS_DOWN):  # closing needs no answer from a dead Redis
             await super().disconnect()
 
@@ -135,15 +104,40 @@ class TrackedQueue(RedisQueue):
                     args=[self.serialize(job), job.scheduled],
                     client=pipe,
                 )
-            return [bool(accepted) for accepted in await pipe.execute()]
+            accepted = [bool(taken) for taken in await pipe.execute()]
+        if self.metrics is not None:
+            for job, taken in zip(jobs, accepted, strict=True):
+                if taken:
+                    self.metrics.enqueued(job.function)
+        return accepted
+
+    async def _enqueue(self, job: Job) -> Job | None:
+        """A job the outbox did not make: its own row id, and its row once Redis has it."""
+        job.meta = {**(job.meta or {}), ROW_ID: str(uuid4())}  # a copy: a CronJob shares its meta
+        enqueued = await super()._enqueue(job)
+        if enqueued is not None:  # None: SAQ refused it, its key is still unfinished
+            self._report(enqueued)
+            if self.metrics is not None:
+                self.metrics.enqueued(enqueued.function)
+        return enqueued
 
     def _report(self, job: Job) -> None:
-        self._recorder().record(Transition.of(job))
+        # Redis has already changed: a failure here must not fail the caller (a worker would
+        # then fail the job, or never start it).
+        try:
+            self.recorder.record(Transition.of(job))
+        except UntrackedJobError:
+            log.warning("job has no row, not tracked", job_key=job.key, task=job.function)
+        except Exception:
+            log.exception("could not report a job transition", job_key=job.key)
 
     async def _update(self, job: Job, status: Status | None = None, **kwargs: Any) -> None:
         await super()._update(job, status=status, **kwargs)
         if status == Status.ACTIVE:  # a worker starts an attempt; other updates are heartbeats
             self._report(job)
+            if self.metrics is not None and job.attempts == 1:
+                due_ms = max(job.queued, job.scheduled * 1000)  # SAQ: ms and seconds
+                self.metrics.started(job.function, (job.started - due_ms) / 1000)
 
     async def finish(
         self,
@@ -160,6 +154,22 @@ class TrackedQueue(RedisQueue):
     async def retry(self, job: Job, error: str | None) -> None:
         await super().retry(job, error)
         self._report(job)
+
+    async def abort(self, job: Job, error: str, ttl: float = 5) -> None:
+        # SAQ finishes a job it takes off the queued list, and a worker one it runs; a job
+        # that waits for its time (`scheduled=`, a retry's delay) is on neither list and
+        # would stay `aborting` for ever: it ends here. (Looked at first: SAQ's abort takes
+        # the job off the active list.)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zscore(self._incomplete, job.id)
+            pipe.lpos(self._queued, job.id)
+            pipe.lpos(self._active, job.id)
+            incomplete, queued, active = await pipe.execute()
+        waiting = incomplete is not None and queued is None and active is None
+        await super().abort(job, error, ttl)
+        if waiting and job.status == Status.ABORTING:
+            await self.finish(job, Status.ABORTED, error=error)
+            await self.redis.delete(job.abort_id)
 
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
         """SAQ's sweep, minus its race with dequeue (SAQ #277).

@@ -1,9 +1,9 @@
 """Lifecycle writes off the hot path: transitions are collected and flushed in batches.
 
-A worker reports a transition by appending it to a list (no I/O). One background task
-flushes what has gathered as a single UPDATE, a few milliseconds after the first event of
-an idle period, so a row trails Redis by milliseconds. Under load it writes at most once
-per busy interval (10 ms): batches grow with the load instead of the number of writes.
+The queue reports a transition by appending it to a list (no I/O). One background task
+flushes what has gathered as a single guarded UPDATE, `flush_interval` after the first event
+of an idle period, so a row trails Redis by milliseconds. Under load it writes at most once
+per `busy_flush_interval`: batches grow with the load instead of the number of writes.
 When PostgreSQL is down the batch is kept and retried with backoff, so jobs keep running
 and the rows are true once it is back. What a killed process still held is repaired by
 the reconciler from Redis.
@@ -14,35 +14,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import structlog
 
-from app.jobs.services import Transition, apply_transitions
-from app.jobs.states import JobStatus
+from app.jobs.lifecycle import JobStatus, Transition, apply_transitions
 
 if TYPE_CHECKING:
-    from app.db.connection import HeldConnection
+    from app.db.connection import Connection
+    from app.jobs.metrics import JobMetrics
 
-log = structlog.get_logger("app.worker")
+log = structlog.get_logger(__name__)
+
+_FIRST_BACKOFF = 0.05
 
 
 class LifecycleRecorder:
     def __init__(
         self,
-        connection: HeldConnection,
+        connection: Connection,
         *,
         flush_interval: float = 0.002,
         busy_flush_interval: float = 0.010,
         max_batch: int = 1000,
         max_backoff: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        metrics: JobMetrics | None = None,
     ) -> None:
-        self._connection = connection  # one round trip per batch, no session
+        self._connection = connection  # one round trip per batch, no session; closed with us
         self._flush_interval = flush_interval
         self._busy_flush_interval = busy_flush_interval
-        self._last_flush = 0.0
         self._max_batch = max_batch
         self._max_backoff = max_backoff
+        self._clock = clock  # with `sleep`, what unit tests replace to follow the cadence
+        self._sleep = sleep
+        self._metrics = metrics  # counts what the rows took: finished, failed, run time
+        self._last_flush = float("-inf")
         self._pending: list[Transition] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -56,19 +65,21 @@ class LifecycleRecorder:
 
     def start(self) -> None:
         if self._task is None:
+            self._closing = False
             self._task = asyncio.create_task(self._run(), name="lifecycle-recorder")
 
     def record(self, transition: Transition) -> None:
         self._pending.append(transition)
         self._idle.clear()
         self._wake.set()
+        self.start()  # a queue that reports before it connected still gets its rows written
 
     async def flushed(self) -> None:
         """Wait until everything recorded so far is written."""
         await self._idle.wait()
 
     async def close(self, grace: float = 10.0) -> None:
-        """Flush what is pending (for at most `grace` seconds), then stop."""
+        """Flush what is pending (for at most `grace` seconds), stop, and close the connection."""
         self._closing = True
         self._wake.set()
         if self._task is not None:
@@ -80,22 +91,23 @@ class LifecycleRecorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self._connection.close()
 
     async def _run(self) -> None:
-        backoff = 0.05
+        backoff = _FIRST_BACKOFF
         while True:
             await self._wake.wait()
             if not self._closing:
-                await asyncio.sleep(self._flush_interval)  # let a batch gather
+                await self._sleep(self._flush_interval)  # let a batch gather
             self._wake.clear()
             while self._pending:
                 if not self._closing:  # events came in during the last write: the load is on
                     next_flush = self._last_flush + self._busy_flush_interval
-                    await asyncio.sleep(max(0.0, next_flush - time.monotonic()))
-                self._last_flush = time.monotonic()
+                    await self._sleep(max(0.0, next_flush - self._clock()))
+                self._last_flush = self._clock()
                 batch = self._pending[: self._max_batch]
                 try:
-                    applied = await apply_transitions(self._connection.fetch, batch)
+                    applied = await apply_transitions(self._connection.execute, batch)
                 except Exception as exc:
                     log.warning(
                         "could not write job lifecycle, will retry",
@@ -103,12 +115,14 @@ class LifecycleRecorder:
                         retry_in_s=backoff,
                         error=f"{type(exc).__name__}: {exc}",
                     )
-                    await asyncio.sleep(backoff)
+                    await self._sleep(backoff)
                     backoff = min(backoff * 2, self._max_backoff)
                     continue
-                backoff = 0.05
+                backoff = _FIRST_BACKOFF
                 del self._pending[: len(batch)]
                 _log_transitions(batch, applied)
+                if self._metrics is not None:
+                    self._metrics.applied(applied)
             if not self._pending:
                 self._idle.set()
 
@@ -127,6 +141,10 @@ def _log_transitions(batch: list[Transition], applied: list[Transition]) -> None
             log.warning("job event ignored", status=transition.status.value, **fields)
         elif transition.status is JobStatus.RUNNING:
             log.info("job started", worker_id=transition.worker_id, **fields)
+        elif transition.new_row is not None and transition.attempt == 0:
+            # A job the outbox did not make, now with its row (cron, scheduled, own key).
+            new_row = transition.new_row
+            log.info("job first seen", key=new_row.job_key, cron=new_row.cron, **fields)
         else:
             if transition.started_at and transition.completed_at:
                 elapsed = transition.completed_at - transition.started_at

@@ -1,0 +1,129 @@
+"""The audit log, `job_actions`: one row per state-changing call, who made it and how it ended.
+
+Triggers are not in it: a job's own row records who enqueued it (`enqueued_by`), so the hot
+path writes nothing more. Everything else that changes state (cancel, retry, bulk actions,
+prune, key creation and revocation) calls `AuditLog.record` or adds `action_row` to its own
+transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import structlog
+from sqlalchemy import select
+
+from app.db.models import JobAction
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.auth.roles import Principal
+
+log = structlog.get_logger(__name__)
+
+
+class AuditAction(StrEnum):
+    CANCEL = "cancel"
+    RETRY = "retry"
+    BULK_CANCEL = "bulk_cancel"
+    BULK_RETRY = "bulk_retry"
+    PRUNE = "prune"
+    SAQ_RETRY = "saq_retry"  # from SAQ's web UI
+    SAQ_ABORT = "saq_abort"
+    KEY_CREATE = "key_create"
+    KEY_REVOKE = "key_revoke"
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    CONFLICT = "conflict"  # the job's state did not allow it (409)
+    FORBIDDEN = "forbidden"  # outside the key's project (403)
+    FAILED = "failed"  # an error on our side
+
+
+def action_row(
+    principal: Principal,
+    action: AuditAction,
+    *,
+    job_ids: Iterable[UUID] = (),
+    filter: Mapping[str, Any] | None = None,
+    count: int | None = None,
+    outcome: Outcome = Outcome.OK,
+    detail: str | None = None,
+) -> JobAction:
+    """The audit row of one call; `count` defaults to the number of `job_ids`."""
+    ids = list(job_ids)
+    return JobAction(
+        at=datetime.now(UTC),
+        actor=principal.actor,
+        role=principal.role.value,
+        action=action.value,
+        job_ids=ids,
+        filter=dict(filter) if filter is not None else None,
+        count=len(ids) if count is None else count,
+        outcome=outcome.value,
+        detail=detail,
+    )
+
+
+class AuditLog:
+    """Writes and reads `job_actions`, each call in a short session of its own."""
+
+    def __init__(self, sessions: Callable[[], AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def record(
+        self,
+        principal: Principal,
+        action: AuditAction,
+        *,
+        job_ids: Iterable[UUID] = (),
+        filter: Mapping[str, Any] | None = None,
+        count: int | None = None,
+        outcome: Outcome = Outcome.OK,
+        detail: str | None = None,
+    ) -> None:
+        """Write one audit row (committed on return).
+
+        Called once the action has happened, so it never raises: a row that cannot be
+        written is logged in full instead (an ERROR line), and the caller's answer stands.
+        """
+        row = action_row(
+            principal,
+            action,
+            job_ids=job_ids,
+            filter=filter,
+            count=count,
+            outcome=outcome,
+            detail=detail,
+        )
+        try:
+            async with self._sessions() as session:
+                session.add(row)
+                await session.commit()
+        except Exception as exc:
+            log.error(
+                "audit row not written",
+                error=str(exc),
+                actor=row.actor,
+                role=row.role,
+                action=row.action,
+                job_ids=[str(job_id) for job_id in row.job_ids],
+                filter=row.filter,
+                count=row.count,
+                outcome=row.outcome,
+                detail=row.detail,
+            )
+
+    async def newest(self, limit: int) -> Sequence[JobAction]:
+        """The latest `limit` rows, newest first."""
+        statement = (
+            select(JobAction).order_by(JobAction.at.desc(), JobAction.id.desc()).limit(limit)
+        )
+        async with self._sessions() as session:
+            return list((await session.scalars(statement)).all())

@@ -1,0 +1,1 @@
+"""What every HTTP module shares: the one error body, documented error answers, strict bodies."""

@@ -1,0 +1,1 @@
+"""The jobs API over HTTP: controllers, request and response bodies, failures, health."""

@@ -1,0 +1,34 @@
+"""What the jobs API's handlers receive: the process's `Enqueuer` and a `BackgroundJobService`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from litestar.di import Provide
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.jobs.outbox import Enqueuer
+from app.jobs.service import BackgroundJobService
+
+
+def jobs_dependencies(
+    enqueuer: Enqueuer, sessions: Callable[[], AsyncSession]
+) -> dict[str, Provide]:
+    """`enqueuer` is the process's own: one queue and one insert batcher for every request.
+
+    The trigger takes the enqueuer alone: a session per request would cost it more than the
+    rest of its work (docs/benchmarks.md). `jobs_service` is a plain dependency, not a
+    generator, and reads with autocommit sessions (`autocommit_sessions`): the service gives
+    its connection back after each read, so there is nothing to clean up after a request.
+    """
+
+    def provide_enqueuer() -> Enqueuer:
+        return enqueuer
+
+    def provide_jobs_service() -> BackgroundJobService:
+        return BackgroundJobService(sessions(), enqueuer=enqueuer)
+
+    return {
+        "enqueuer": Provide(provide_enqueuer, use_cache=True, sync_to_thread=False),
+        "jobs_service": Provide(provide_jobs_service, sync_to_thread=False),
+    }

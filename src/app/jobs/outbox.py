@@ -1,0 +1,280 @@
+"""The outbox: a job's row is committed before its job goes to Redis, whoever enqueues it.
+
+Every caller (the API's trigger, `BackgroundJobService.enqueue`, the reconciler's re-sends)
+goes through one `Enqueuer`. Concurrent callers are grouped by a `Batcher`: one INSERT and
+one Redis pipeline for every row that arrived during the previous flush, while a lone
+caller is flushed at once. If Redis cannot take a job now, its row stays `queued` and the
+reconciler enqueues it when Redis is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from uuid import UUID, uuid4
+
+import structlog
+from saq.job import Job as SaqJob
+from sqlalchemy import bindparam, select, text
+
+from app.db.models import BackgroundJob
+from app.jobs.lifecycle import ROW_ID, Execute, JobStatus, to_json
+from app.jobs.registry import TaskFunction, TaskPolicy, TaskRegistry, UnknownTaskError
+
+if TYPE_CHECKING:
+    from app.db.connection import Connection
+    from app.jobs.queue import TrackedQueue
+
+log = structlog.get_logger(__name__)
+
+Item = TypeVar("Item")
+Outcome = TypeVar("Outcome")
+
+
+class Batcher(Generic[Item, Outcome]):
+    """Hands the items of concurrent callers to one flush at a time.
+
+    A caller's item waits while a flush is running; the next flush takes every item that
+    arrived meanwhile. A caller is answered only after the flush that carried its item.
+    """
+
+    def __init__(
+        self, flush: Callable[[list[Item]], Awaitable[Sequence[Outcome]]], max_batch: int = 500
+    ) -> None:
+        self._flush_batch = flush  # one outcome per item, in order
+        self._max_batch = max_batch
+        self._pending: list[tuple[Item, asyncio.Future[Outcome]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def submit(self, item: Item) -> Outcome:
+        """`item`'s outcome, once the flush that carried it has returned."""
+        done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, done))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush())
+        return await done
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            self._pending = self._pending[self._max_batch :]
+            try:
+                outcomes = await self._flush_batch([item for item, _ in batch])
+            except Exception as exc:  # every waiting caller learns it
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for (_, done), outcome in zip(batch, outcomes, strict=True):
+                if not done.done():
+                    done.set_result(outcome)
+
+
+class IdempotencyConflictError(ValueError):
+    """The Idempotency-Key was used before with a different request."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueuedJob:
+    """A job's row as `enqueue` recorded it (a replayed request: as the first one did).
+
+    A plain record, not an ORM object, which would cost the trigger more (docs/benchmarks.md).
+    Read the row itself (`BackgroundJobService.get_by_job_id`) for what happened since.
+    """
+
+    id: UUID
+    job_id: UUID
+    task_name: str
+    queue: str
+    status: str
+    arguments: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    user_id: UUID | None
+    project_id: UUID | None
+    idempotency_key: str | None
+    request_fingerprint: str | None
+    created_at: datetime
+    enqueued_by: str | None = None  # the API key (display prefix) that triggered it
+
+
+def request_fingerprint(task_name: str, arguments: Mapping[str, Any], *ids: UUID | None) -> str:
+    """What makes two requests "the same" for an Idempotency-Key."""
+    canonical = json.dumps(
+        [task_name, arguments, [str(i) if i else None for i in ids]], sort_keys=True, default=str
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# One statement whatever the batch size, so it is prepared once per connection.
+# ON CONFLICT DO NOTHING: of requests with one Idempotency-Key, exactly one inserts (also
+# within one batch).
+INSERT_QUEUED = text(
+    """
+    INSERT INTO background_jobs (id, job_id, task_name, queue, status, arguments, errors,
+        attempts, max_attempts, user_id, project_id, idempotency_key, request_fingerprint,
+        enqueued_by, created_at, updated_at)
+    SELECT v.id, v.job_id, v.task_name, v.queue, 'queued', v.arguments, '[]'::jsonb,
+        0, v.max_attempts, v.user_id, v.project_id, v.idempotency_key, v.request_fingerprint,
+        v.enqueued_by, v.created_at, v.created_at
+    FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:job_ids AS uuid[]), CAST(:task_names AS text[]),
+        CAST(:queues AS text[]), CAST(:arguments AS jsonb[]), CAST(:max_attempts AS integer[]),
+        CAST(:user_ids AS uuid[]), CAST(:project_ids AS uuid[]), CAST(:keys AS text[]),
+        CAST(:fingerprints AS text[]), CAST(:enqueued_by AS text[]),
+        CAST(:created AS timestamptz[])
+    ) AS v(id, job_id, task_name, queue, arguments, max_attempts, user_id, project_id,
+           idempotency_key, request_fingerprint, enqueued_by, created_at)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING job_id
+    """
+)
+
+# The row an Idempotency-Key already names, read on the outbox's own connection: the
+# trigger opens no session (docs/benchmarks.md).
+_FIRST_WITH_KEY = select(
+    *(BackgroundJob.__table__.c[name] for name in EnqueuedJob.__dataclass_fields__)
+).where(BackgroundJob.idempotency_key == bindparam("key"))
+
+
+async def insert_rows(execute: Execute, rows: Sequence[EnqueuedJob]) -> set[UUID]:
+    """Insert new `queued` rows in one statement; returns the job ids actually inserted."""
+    result = await execute(
+        INSERT_QUEUED,
+        {
+            "ids": [r.id for r in rows],
+            "job_ids": [r.job_id for r in rows],
+            "task_names": [r.task_name for r in rows],
+            "queues": [r.queue for r in rows],
+            "arguments": [to_json(r.arguments) for r in rows],
+            "max_attempts": [r.max_attempts for r in rows],
+            "user_ids": [r.user_id for r in rows],
+            "project_ids": [r.project_id for r in rows],
+            "keys": [r.idempotency_key for r in rows],
+            "fingerprints": [r.request_fingerprint for r in rows],
+            "enqueued_by": [r.enqueued_by for r in rows],
+            "created": [r.created_at for r in rows],
+        },
+    )
+    return {row[0] for row in result}
+
+
+class Enqueuer:
+    """Records jobs' rows and puts their jobs on `queue`, grouping concurrent callers."""
+
+    def __init__(
+        self,
+        queue: TrackedQueue,
+        registry: TaskRegistry,
+        default_timeout: int,
+        connection: Connection,
+        max_batch: int = 500,
+    ) -> None:
+        self.queue = queue
+        self.registry = registry
+        self.default_timeout = default_timeout
+        self._connection = connection
+        self._batcher: Batcher[EnqueuedJob, bool] = Batcher(self._record_and_enqueue, max_batch)
+
+    async def enqueue(
+        self,
+        task: TaskFunction | str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        user_id: UUID | None = None,
+        project_id: UUID | None = None,
+        idempotency_key: str | None = None,
+        enqueued_by: str | None = None,
+    ) -> EnqueuedJob:
+        """Record a `queued` row, then put the job on the queue; returns what was recorded.
+
+        The row is committed first, so it is durable and a worker that picks the job up at
+        once finds it. With an `idempotency_key`, a repeated request returns the first
+        request's row instead of creating another. `enqueued_by` names who asked (the row
+        is the audit record of the job's creation).
+        """
+        task_name = self.registry.name_of(task)
+        kwargs = dict(arguments or {})
+        fingerprint = (
+            request_fingerprint(task_name, kwargs, user_id, project_id)
+            if idempotency_key is not None
+            else None
+        )
+        job = EnqueuedJob(
+            id=uuid4(),
+            job_id=uuid4(),
+            task_name=task_name,
+            queue=self.queue.name,
+            status=JobStatus.QUEUED.value,
+            arguments=kwargs,
+            attempts=0,
+            max_attempts=self.registry.policy(task_name).attempts,
+            user_id=user_id,
+            project_id=project_id,
+            idempotency_key=idempotency_key,
+            request_fingerprint=fingerprint,
+            created_at=datetime.now(UTC),
+            enqueued_by=enqueued_by,
+        )
+        if await self._batcher.submit(job):
+            return job
+        # ON CONFLICT DO NOTHING inserted nothing: this idempotency key was used before.
+        return await self._replay(cast("str", idempotency_key), cast("str", fingerprint))
+
+    async def enqueue_recorded(self, rows: Sequence[EnqueuedJob | BackgroundJob]) -> list[bool]:
+        """Put already recorded rows' jobs on the queue (again) in one round trip; for each
+        row, False if Redis could not take it now (the row stays `queued`)."""
+        jobs = [self._job_of(row) for row in rows]
+        try:
+            return await self.queue.enqueue_many(jobs)
+        except Exception as exc:
+            for row in rows:
+                log.warning(
+                    "job recorded, queue unavailable", job_id=str(row.job_id), error=str(exc)
+                )
+            return [False] * len(rows)
+
+    def _job_of(self, row: EnqueuedJob | BackgroundJob) -> SaqJob:
+        # A Job object, not enqueue(**kwargs): SAQ would take kwargs named like Job fields
+        # (key, timeout, retries, ...) as job settings instead of task arguments.
+        try:
+            policy = self.registry.policy(row.task_name)
+        except UnknownTaskError:  # a job enqueued straight on the queue, for a task not here
+            policy = TaskPolicy(attempts=max(row.max_attempts, 1))
+        job = SaqJob(
+            function=row.task_name,
+            kwargs=dict(row.arguments),
+            key=str(row.job_id),
+            attempts=row.attempts,
+            **policy.job_settings(self.default_timeout),
+        )
+        job_key = getattr(row, "job_key", None)
+        if job_key is not None:  # a row first seen by the queue: its SAQ key, its row id
+            job.key, job.meta = job_key, {ROW_ID: str(row.job_id)}
+            scheduled_at: datetime | None = getattr(row, "scheduled_at", None)
+            job.scheduled = int(scheduled_at.timestamp()) if scheduled_at else 0
+        return job
+
+    async def close(self) -> None:
+        await self._connection.close()
+
+    async def _record_and_enqueue(self, jobs: list[EnqueuedJob]) -> list[bool]:
+        inserted = await insert_rows(self._connection.execute, jobs)  # committed: the outbox
+        await self.enqueue_recorded([job for job in jobs if job.job_id in inserted])
+        return [job.job_id in inserted for job in jobs]
+
+    async def _replay(self, idempotency_key: str, fingerprint: str) -> EnqueuedJob:
+        rows = await self._connection.execute(_FIRST_WITH_KEY, {"key": idempotency_key})
+        if not rows:  # pragma: no cover - a key is never deleted
+            raise RuntimeError("idempotency key vanished")
+        first = EnqueuedJob(**rows[0]._asdict())
+        if first.request_fingerprint != fingerprint:
+            raise IdempotencyConflictError(
+                "this Idempotency-Key was already used with a different request body"
+            )
+        return first

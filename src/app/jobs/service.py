@@ -1,0 +1,187 @@
+"""`BackgroundJobService`: what handlers and the reconciler do with `background_jobs`.
+
+Reads go through its advanced-alchemy repository and filters. Writes go where they are
+cheapest: new rows through the outbox (`Enqueuer`), transitions through the guarded UPDATE
+of `lifecycle.py`, which the queue's recorder also uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from advanced_alchemy.filters import CollectionFilter, ComparisonFilter, LimitOffset, OrderBy
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from sqlalchemy import ColumnElement, Executable, Row, RowMapping, tuple_
+
+from app.db.models import BackgroundJob
+from app.jobs.lifecycle import (
+    TERMINAL_STATUSES,
+    UNFINISHED_STATUSES,
+    Transition,
+    apply_transitions,
+    row_id_of,
+)
+from app.jobs.queries import (
+    TOTAL,
+    ListedPage,
+    begin_page,
+    capped_total,
+    count_statement,
+    page_statement,
+    read_page,
+)
+from app.jobs.search import JobSearch, Position
+from app.jobs.stats import stats_statement
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.jobs.outbox import EnqueuedJob, Enqueuer
+    from app.jobs.registry import TaskFunction
+
+
+class JobAlreadyFinishedError(ValueError):
+    """A cancel request for a job that has already ended."""
+
+
+class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
+    """Reads `background_jobs`, enqueues jobs, cancels them, repairs rows from Redis.
+
+    Each call is its own short unit of work: the session gives its connection back when
+    the call returns, so a request's service needs no clean-up step (docs/benchmarks.md).
+    """
+
+    class Repo(SQLAlchemyAsyncRepository[BackgroundJob]):
+        model_type = BackgroundJob
+
+    repository_type = Repo
+
+    def __init__(
+        self, session: AsyncSession, *, enqueuer: Enqueuer | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(session, **kwargs)
+        self.enqueuer = enqueuer  # None: a service that only reads
+
+    @contextlib.asynccontextmanager
+    async def _unit_of_work(self) -> AsyncIterator[AsyncSession]:
+        session = self.repository.session
+        try:
+            yield session
+        finally:
+            await session.close()
+
+    # -- jobs in and out of the queue --------------------------------------------------------
+
+    async def enqueue(
+        self,
+        task: TaskFunction | str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        user_id: UUID | None = None,
+        project_id: UUID | None = None,
+        idempotency_key: str | None = None,
+        enqueued_by: str | None = None,
+    ) -> EnqueuedJob:
+        """Record a `queued` row, then put the job on the queue (see `Enqueuer.enqueue`)."""
+        return await self._require_enqueuer().enqueue(
+            task,
+            arguments,
+            user_id=user_id,
+            project_id=project_id,
+            idempotency_key=idempotency_key,
+            enqueued_by=enqueued_by,
+        )
+
+    async def cancel(self, row: BackgroundJob, reason: str) -> None:
+        """Abort the row's job: a waiting job ends at once, a running one within a second.
+
+        The row follows through the queue (`aborted`, with `reason` as its error).
+        """
+        if row.status in TERMINAL_STATUSES:
+            raise JobAlreadyFinishedError(f"job {row.job_id} already ended as {row.status}")
+        queue = self._require_enqueuer().queue
+        job = await queue.job(row.job_key or str(row.job_id))
+        if job is None or job.completed or row_id_of(job) != row.job_id:  # gone, or a later run
+            raise JobAlreadyFinishedError(f"job {row.job_id} is no longer on the queue")
+        await queue.abort(job, reason)
+
+    def _require_enqueuer(self) -> Enqueuer:
+        if self.enqueuer is None:
+            raise RuntimeError("this BackgroundJobService was built without an enqueuer")
+        return self.enqueuer
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def get_by_job_id(self, job_id: UUID) -> BackgroundJob | None:
+        async with self._unit_of_work():
+            return await self.get_one_or_none(job_id=job_id)
+
+    async def search_page(
+        self, search: JobSearch, *, after: Position | None, limit: int, offset: int
+    ) -> ListedPage:
+        """A page of the list, newest first (`created_at DESC, id DESC`), after `after`.
+
+        One read-only transaction whose planner may not sort (`PLANNER_SETTINGS`): each page
+        comes from an index scan in the list's order, with its capped count in the same
+        statement, as plain column values rather than ORM objects (docs/benchmarks.md).
+        """
+        if search.matches_nothing:
+            return ListedPage([], None, 0, True)
+        statement = page_statement(search, after=after, limit=limit, offset=offset)
+        async with self._unit_of_work() as session:
+            await begin_page(session)
+            found = list((await session.execute(statement)).mappings())
+            total: tuple[int | None, bool] = (None, False)
+            if not search.scans_text:
+                # Past the end there is no row to carry the count.
+                count = found[0][TOTAL] if found else await session.scalar(count_statement(search))
+                total = capped_total(int(count or 0))
+            await session.commit()
+        rows, next_position = read_page(found, search, limit=limit, offset=offset)
+        return ListedPage(rows, next_position, *total)
+
+    async def stats(self, *, since: datetime, project_id: UUID | None) -> list[RowMapping]:
+        """Per task, the jobs created since `since`: counts by status, run and wait times."""
+        async with self._unit_of_work() as session:
+            return list((await session.execute(stats_statement(since, project_id))).mappings())
+
+    async def unfinished(
+        self, *, older_than: datetime, after: tuple[datetime, UUID] | None, limit: int
+    ) -> Sequence[BackgroundJob]:
+        """Rows still unfinished, unchanged since `older_than`, oldest change first.
+
+        `after` is where the previous page ended, so long waits never hide the rows behind them.
+        """
+        after_previous_page: list[ColumnElement[bool]] = (
+            [tuple_(BackgroundJob.updated_at, BackgroundJob.job_id) > tuple_(*after)]
+            if after is not None
+            else []
+        )
+        async with self._unit_of_work():
+            return await self.get_many(
+                CollectionFilter("status", sorted(status.value for status in UNFINISHED_STATUSES)),
+                ComparisonFilter("updated_at", "lt", older_than),
+                *after_previous_page,
+                OrderBy("updated_at"),
+                OrderBy("job_id"),
+                LimitOffset(limit=limit, offset=0),
+            )
+
+    # -- repairs -----------------------------------------------------------------------------
+
+    async def apply(self, transitions: Sequence[Transition]) -> list[Transition]:
+        """Write transitions with the guarded UPDATE (see `apply_transitions`)."""
+        return await apply_transitions(self._execute, transitions)
+
+    async def _execute(
+        self, statement: Executable, parameters: Mapping[str, Any]
+    ) -> Sequence[Row[Any]]:
+        async with self._unit_of_work() as session:
+            rows = (await session.execute(statement, parameters)).all()
+            await session.commit()
+            return rows

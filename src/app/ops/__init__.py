@@ -1,0 +1,1 @@
+"""Operations: probes (/health, /ready), metrics (/metrics), retention of ended jobs."""

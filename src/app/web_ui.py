@@ -1,0 +1,102 @@
+"""The pages a person opens in a browser: the API docs at `/schema`, SAQ's UI at `/saq`.
+
+Both must work on a closed network and at the addresses the README gives: the docs UI's
+assets are served by the app itself (no CDN), and the bare `/saq` redirects to `/saq/`.
+The docs and their assets are public; `/saq` needs a key (`app.auth.saq_web`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from litestar import Router
+from litestar.enums import ScopeType
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.response.base import ASGIResponse
+from litestar.static_files import create_static_files_router
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from app.auth.guard import BEARER_AUTH, PUBLIC
+
+# Swagger UI from the npm package swagger-ui-dist (Apache-2.0, LICENSE beside the files).
+SWAGGER_UI_DIR = Path(__file__).parent / "static" / "swagger-ui"
+DOCS_PATH = "/schema"
+DOCS_ASSETS_PATH = f"{DOCS_PATH}/assets"
+
+
+def openapi_config(title: str, version: str) -> OpenAPIConfig:
+    """Swagger UI at /schema (and /schema/swagger), loading only files this app serves."""
+    assets = DOCS_ASSETS_PATH
+    swagger = SwaggerRenderPlugin(
+        path=["/", "/swagger"],
+        js_url=f"{assets}/swagger-ui-bundle.js",
+        css_url=f"{assets}/swagger-ui.css",
+        standalone_preset_js_url=f"{assets}/swagger-ui-standalone-preset.js",
+        favicon=f'<link rel="icon" type="image/png" href="{assets}/favicon-32x32.png">',
+    )
+    return OpenAPIConfig(
+        title=title,
+        version=version,
+        path=DOCS_PATH,
+        openapi_router=Router(DOCS_PATH, route_handlers=[], include_in_schema=False, opt=PUBLIC),
+        components=Components(
+            security_schemes={
+                BEARER_AUTH: SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    description="An API key: `Authorization: Bearer <key>` (docs/security.md)",
+                )
+            }
+        ),
+        # Only renderers whose assets ship with the app: the others fetch from CDNs.
+        render_plugins=[swagger, JsonRenderPlugin(), YamlRenderPlugin()],
+    )
+
+
+def docs_assets_router() -> Router:
+    """Serves the vendored Swagger UI files under DOCS_ASSETS_PATH."""
+    return create_static_files_router(
+        path=DOCS_ASSETS_PATH,
+        directories=[SWAGGER_UI_DIR],
+        name="docs-assets",
+        include_in_schema=False,
+        opt=PUBLIC,
+    )
+
+
+class RedirectToTrailingSlash:
+    """Middleware: a GET of exactly `path` is redirected to `path/`.
+
+    Litestar routes `/saq` and `/saq/` to the same handler, but SAQ's UI script looks its
+    page up by `location.pathname` and only knows `/saq/`, so the bare address showed a 404.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path.rstrip("/")
+
+    def __call__(self, app: ASGIApp) -> ASGIApp:
+        bare = self.path
+
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            # Litestar has already dropped the trailing slash from scope["path"]: whether
+            # the request had one is in raw_path (some clients leave the query on it).
+            raw_path = scope.get("raw_path")
+            if (
+                scope["type"] != ScopeType.HTTP
+                or scope["path"] != bare
+                or scope["method"] not in ("GET", "HEAD")
+                or not raw_path  # without it there is no telling: serve the page
+                or raw_path.partition(b"?")[0].endswith(b"/")
+            ):
+                await app(scope, receive, send)
+                return
+            query = scope["query_string"].decode("latin-1")
+            location = f"{scope.get('root_path', '')}{bare}/" + (f"?{query}" if query else "")
+            redirect = ASGIResponse(
+                status_code=308, headers={"location": location}, media_type="text/plain"
+            )
+            await redirect(scope, receive, send)
+
+        return middleware

@@ -1,0 +1,130 @@
+"""A real browser on the real app: Debian's Chromium, driven by Playwright, on a closed network.
+
+The API (uvicorn) and a worker run as processes, started as the README starts them. Every
+page records what it requested and what it logged, and any request that would leave the
+app's origin is refused, as it would be on a network without internet access.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Request,
+    Route,
+    async_playwright,
+)
+
+from tests.support import (
+    APP,
+    VENV_BIN,
+    Running,
+    Servers,
+    app_env,
+    create_database,
+    drop_database,
+    free_port,
+    make_settings,
+    migrate,
+)
+from tests.support.browser import ARTIFACTS, RunningApp, Visit, wait_until_serving
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# No sandbox: the tests run as root; the rest keeps Chromium from calling home.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def running_app(servers: Servers) -> Iterator[RunningApp]:
+    """The API on a free port and one worker, on a fresh migrated database."""
+    database = create_database(servers)
+    database_url = servers.database_url(database)
+    migrate(database_url)
+    settings = make_settings(database_url, servers.redis_url)
+    env = app_env(settings)
+    port = free_port()
+    origin = f"http://localhost:{port}"
+    worker = Running([str(VENV_BIN / "litestar"), "--app", APP, "workers", "run"], env, "worker")
+    api = Running(
+        [str(VENV_BIN / "uvicorn"), "--factory", APP, "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        "api",
+    )
+    try:
+        worker.wait_for_line(lambda line: '"worker started"' in line)
+        wait_until_serving(origin, api)
+        yield RunningApp(origin, settings)
+    finally:
+        for process in (api, worker):
+            process.stop()
+        drop_database(servers, database)
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """Debian's Chromium, never Playwright's own download (`make test` installs it as root)."""
+    assert Path(CHROMIUM).exists(), "Chromium is missing: apt-get install chromium"
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+async def browser(chromium_path: str, artifacts: Path) -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=chromium_path, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        await chromium.close()
+
+
+@pytest.fixture
+async def visit(browser: Browser, running_app: RunningApp) -> AsyncIterator[Visit]:
+    context: BrowserContext = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    seen = Visit(page, running_app.origin)
+
+    async def closed_network(route: Route) -> None:
+        if route.request.url.startswith(f"{running_app.origin}/"):
+            await route.continue_()
+        else:
+            seen.refused.append(route.request.url)
+            await route.abort("internetdisconnected")
+
+    def on_request(request: Request) -> None:
+        seen.requests.append(request.url)
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            seen.errors.append(f"{message.text} ({message.location.get('url')})")
+
+    await context.route("**/*", closed_network)
+    page.on("request", on_request)
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: seen.errors.append(f"uncaught: {error}"))
+    yield seen
+    await context.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    shots = sorted(ARTIFACTS.glob("*.png")) if ARTIFACTS.is_dir() else []
+    if shots:
+        terminalreporter.write_line(f"browser screenshots ({len(shots)}): {ARTIFACTS}")

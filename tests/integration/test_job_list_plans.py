@@ -1,0 +1,220 @@
+"""At 100,000 rows, every filter of `GET /api/v1/jobs` (and combinations of them) is read by an
+index scan in the list's order: `EXPLAIN` shows no sort, no sequential or bitmap scan, and a
+count that stops (a `Limit` under it).
+
+The plans are those of the statements the service runs, in a transaction set up as the
+service begins it (`begin_page`), on a throwaway database whose
+table looks like a busy month: skewed tasks and queues, a rare task and queue, 1,000 users,
+100 projects, 20 workers, a few percent failed or aborted with an error, and the newest 200
+rows still queued or running.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import pytest
+from sqlalchemy import ClauseElement, Executable, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from app.config import Settings
+from app.jobs.queries import begin_page, count_statement, page_statement
+from app.jobs.search import JobSearch, Position, parse_q
+from tests.support import Servers, create_database, drop_database, migrate
+
+ROWS = 100_000
+
+_GENERATE = """
+INSERT INTO background_jobs
+    (id, job_id, task_name, queue, status, arguments, error, attempts, max_attempts,
+     user_id, project_id, worker_id, started_at, completed_at, created_at, updated_at)
+SELECT gen_random_uuid(), gen_random_uuid(),
+       CASE WHEN h.t < 50 THEN 'send_email' WHEN h.t < 80 THEN 'trigger_test'
+            WHEN h.t < 95 THEN 'import_csv' WHEN h.t < 99 THEN 'send_report'
+            ELSE 'rare_task' END,
+       CASE WHEN h.q < 900 THEN 'default' WHEN h.q < 999 THEN 'reports' ELSE 'rare' END,
+       s.status,
+       jsonb_build_object('order_id', g % 5000, 'customer', jsonb_build_object('tier', g % 3)),
+       CASE WHEN s.status = 'failed' THEN
+                CASE WHEN g % 10 = 0 THEN 'TimeoutError: took too long'
+                     ELSE 'TestTaskFailure: failed on request' END
+            WHEN s.status = 'aborted' THEN 'aborted by API request' END,
+       1, 1,
+       CASE WHEN g % 10 <> 0 THEN md5('user-' || abs(hashtext('u' || g)) % 1000)::uuid END,
+       md5('project-' || abs(hashtext('p' || g)) % 100)::uuid,
+       CASE WHEN s.status <> 'queued' THEN 'worker-' || (g % 20) END,
+       CASE WHEN s.status <> 'queued' THEN c.created + interval '5 ms' END,
+       CASE WHEN s.status IN ('complete', 'failed', 'aborted')
+            THEN c.created + interval '105 ms' END,
+       c.created, c.created + interval '105 ms'
+FROM generate_series(1, CAST(:rows AS integer)) AS g
+CROSS JOIN LATERAL (SELECT now() - (g / CAST(:rows AS float8)) * interval '30 days' AS created) AS c
+CROSS JOIN LATERAL (SELECT abs(hashtext('t' || g)) % 100 AS t,
+                           abs(hashtext('q' || g)) % 1000 AS q) AS h
+CROSS JOIN LATERAL (
+    SELECT CASE
+        WHEN g <= 200 THEN (ARRAY['queued', 'running'])[1 + g % 2]
+        WHEN abs(hashtext('s' || g)) % 100 < 88 THEN 'complete'
+        WHEN abs(hashtext('s' || g)) % 100 < 95 THEN 'failed'
+        ELSE 'aborted'
+    END AS status
+) AS s
+"""
+
+
+def _md5_uuid(text: str) -> UUID:
+    """The uuid PostgreSQL's `md5(text)::uuid` makes."""
+    return UUID(hashlib.md5(text.encode(), usedforsecurity=False).hexdigest())
+
+
+USER = f"user:{_md5_uuid('user-7')}"
+PROJECT = f"project:{_md5_uuid('project-7')}"
+NOW = datetime.now(UTC)
+
+# Each filter the API offers, as the handler builds it (query parameters or `q`), and
+# combinations of them.
+SEARCHES: dict[str, JobSearch] = {
+    "no filter": JobSearch(),
+    "status (common)": parse_q("status:complete"),
+    "status (rare)": parse_q("status:queued"),
+    "several statuses (rare)": parse_q("status:queued,running"),
+    "several statuses": parse_q("status:failed,aborted"),
+    "task_name (common)": parse_q("task:send_email"),
+    "task_name (rare)": parse_q("task:rare_task"),
+    "queue (common)": parse_q("queue:default"),
+    "queue (rare)": parse_q("queue:rare"),
+    "user_id": parse_q(USER),
+    "project_id": parse_q(PROJECT),
+    "worker_id": parse_q("worker:worker-3"),
+    "created_after": JobSearch(created_after=NOW - timedelta(hours=6)),
+    "created_before": JobSearch(created_before=NOW - timedelta(days=10)),
+    "a window": JobSearch(
+        created_after=NOW - timedelta(days=3), created_before=NOW - timedelta(days=2)
+    ),
+    "has_error=true": JobSearch(has_error=True),
+    "has_error=false": JobSearch(has_error=False),
+    "q error:": parse_q('error:"took too long"'),
+    "q args": parse_q("args.order_id:123"),
+    "q nested args": parse_q("args.customer.tier:2"),
+    "q word": parse_q("timeout"),
+    "user and status": parse_q(f"{USER} status:failed"),
+    "user and a rare status": parse_q(f"{USER} status:queued"),
+    "project, task and status": parse_q(f"{PROJECT} task:send_email status:failed"),
+    "statuses and user": parse_q(f"status:failed,aborted {USER}"),
+    "task and queue (rare)": parse_q("task:rare_task queue:rare"),
+    "worker and has_error": JobSearch(has_error=True).and_(parse_q("worker:worker-3")),
+    "args and task": parse_q("args.order_id:123 task:send_email"),
+    "error and a window": JobSearch(created_after=NOW - timedelta(days=7)).and_(
+        parse_q("error:timeout status:failed")
+    ),
+    "word and user": parse_q(f"send {USER}"),
+    "everything": JobSearch(
+        created_after=NOW - timedelta(days=20), created_before=NOW, has_error=True
+    ).and_(
+        parse_q(
+            f"status:failed,aborted task:send_email queue:default {USER} {PROJECT} "
+            'worker:worker-1 args.customer.tier:1 error:"failed" request'
+        )
+    ),
+}
+CURSOR = Position(NOW - timedelta(days=4), UUID(int=2**127))
+
+
+class Explain(Executable, ClauseElement):
+    """`EXPLAIN (FORMAT JSON) <statement>`, compiled with the statement's own parameters."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+
+
+@compiles(Explain, "postgresql")
+def _explain(element: Explain, compiler: SQLCompiler, **kw: Any) -> str:
+    return "EXPLAIN (FORMAT JSON) " + compiler.process(element.statement, **kw)
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from nodes(child)
+
+
+@pytest.fixture(scope="module")
+async def table(servers: Servers) -> AsyncIterator[AsyncEngine]:
+    """A throwaway database, migrated, with ROWS rows, vacuumed and analyzed."""
+    name = create_database(servers)
+    url = servers.database_url(name)
+    migrate(url)
+    engine = create_async_engine(Settings.from_env({"DATABASE_URL": url}).database_url)
+    async with engine.begin() as connection:
+        await connection.execute(text(_GENERATE), {"rows": ROWS})
+    async with engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        await connection.execute(text("VACUUM ANALYZE background_jobs"))
+    yield engine
+    await engine.dispose()
+    drop_database(servers, name)
+
+
+async def plan_of(engine: AsyncEngine, statement: Any) -> list[dict[str, Any]]:
+    """The plan's nodes, planned as the service plans a page."""
+    async with AsyncSession(engine) as session:
+        await begin_page(session)
+        explained = (await session.execute(Explain(statement))).scalar_one()
+    document = explained if isinstance(explained, list) else json.loads(explained)
+    return list(nodes(document[0]["Plan"]))
+
+
+def assert_ordered_index_scans(found: list[dict[str, Any]], what: str) -> None:
+    kinds = [node["Node Type"] for node in found]
+    assert not {"Sort", "Incremental Sort"} & set(kinds), f"{what} sorts: {kinds}"
+    assert not {"Seq Scan", "Bitmap Heap Scan"} & set(kinds), (
+        f"{what} does not use an index: {kinds}"
+    )
+    assert {"Index Scan", "Index Only Scan"} & set(kinds), f"{what}: {kinds}"
+
+
+@pytest.mark.parametrize("after", [None, CURSOR], ids=["first page", "after a cursor"])
+@pytest.mark.parametrize("name", list(SEARCHES))
+async def test_each_filter_is_an_index_scan_in_order(
+    table: AsyncEngine, name: str, after: Position | None
+) -> None:
+    search = SEARCHES[name]
+    found = await plan_of(table, page_statement(search, after=after, limit=50, offset=0))
+    assert_ordered_index_scans(found, name)
+    if not search.scans_text:
+        count = await plan_of(table, count_statement(search))
+        assert_ordered_index_scans(count, f"{name} (count)")
+        assert "Limit" in [node["Node Type"] for node in count], f"{name}: a full count"
+
+
+@pytest.mark.parametrize("name", ["no filter", "several statuses", "q args"])
+async def test_an_offset_page_is_an_index_scan_in_order(table: AsyncEngine, name: str) -> None:
+    statement = page_statement(SEARCHES[name], after=None, limit=200, offset=10_000)
+    assert_ordered_index_scans(await plan_of(table, statement), name)
+
+
+async def test_several_statuses_are_merged_from_one_index_scan_each(table: AsyncEngine) -> None:
+    found = await plan_of(table, page_statement(SEARCHES["several statuses (rare)"],
+                                                after=None, limit=50, offset=0))  # fmt: skip
+    assert "Merge Append" in [node["Node Type"] for node in found]
+    scans = [node for node in found if node["Node Type"] == "Index Scan"]
+    assert {node["Index Name"] for node in scans} == {"ix_background_jobs_status_created_at_id"}
+
+
+async def test_the_rows_and_the_planner_statistics_are_there(table: AsyncEngine) -> None:
+    # The plans above are only worth something on a table of this size, analyzed.
+    async with table.connect() as connection:
+        estimate = await connection.scalar(
+            text("SELECT reltuples FROM pg_class WHERE relname = 'background_jobs'")
+        )
+    assert estimate is not None
+    assert estimate >= ROWS * 0.9

@@ -1,0 +1,51 @@
+"""The real app with the tasks the chaos and e2e scenarios need, each counting its runs.
+
+Started as `litestar --app tests.support.app:create_app workers run` and
+`uvicorn --factory tests.support.app:create_app`, exactly like the product's own processes.
+The chaos tasks' timeout is longer than any scenario's window, so SAQ's sweep of a job over
+its timeout cannot be what recovers them: only the mechanism a scenario names can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from litestar import Litestar
+
+from app.asgi import create_app as create_product_app
+from app.jobs.registry import TaskRegistry, tracked_task
+from app.worker.tasks import trigger_test
+from tests.support.executions import counted
+
+TEST_APP = "tests.support.app:create_app"
+BEYOND_ANY_WINDOW = 600  # seconds; a scenario settles in well under this
+
+
+@counted
+@tracked_task(timeout=BEYOND_ANY_WINDOW, attempts=3, retry_delay=0.2, max_retry_delay=1)
+async def chaos_sleep(ctx: dict[str, Any], *, seconds: float) -> dict[str, float]:
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
+
+
+@counted
+@tracked_task(timeout=BEYOND_ANY_WINDOW, attempts=1)
+async def chaos_sleep_once(ctx: dict[str, Any], *, seconds: float) -> dict[str, float]:
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
+
+
+@counted
+@tracked_task(timeout=2, attempts=1)
+async def chaos_overrun(ctx: dict[str, Any], *, seconds: float) -> dict[str, float]:
+    """Runs past its two-second timeout: what a sweep is for when its worker cannot react."""
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
+
+
+REGISTRY = TaskRegistry([counted(trigger_test), chaos_sleep, chaos_sleep_once, chaos_overrun])
+
+
+def create_app() -> Litestar:
+    return create_product_app(registry=REGISTRY)

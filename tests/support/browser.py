@@ -1,0 +1,59 @@
+"""A browser tab on the running app, and the app it visits (used by tests/browser)."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from playwright.async_api import Page
+
+from app.config import Settings
+from tests.support.processes import Running
+from tests.support.servers import ROOT
+
+ARTIFACTS = ROOT / "tests" / "browser" / "artifacts"
+
+
+@dataclass
+class RunningApp:
+    origin: str  # the README's form of address: http://localhost:<port>
+    settings: Settings
+
+
+@dataclass
+class Visit:
+    """One browser tab on the app, with everything it requested and logged."""
+
+    page: Page
+    origin: str
+    requests: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    async def screenshot(self, name: str) -> Path:
+        path = ARTIFACTS / f"{name}.png"
+        await self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def assert_stayed_home(self) -> None:
+        """Nothing left the app's origin and the page logged no error."""
+        assert self.requests, "the page made no request at all"
+        outside = [url for url in self.requests if not url.startswith(f"{self.origin}/")]
+        assert outside == [], f"requests leaving {self.origin}: {outside}"
+        assert self.refused == [], f"requests refused: {self.refused}"
+        assert self.errors == [], f"console errors: {self.errors}"
+
+
+def wait_until_serving(origin: str, api: Running) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{origin}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline or api.process.poll() is not None:
+                raise AssertionError(f"api did not start:\n{api.output[-3000:]}") from None
+        time.sleep(0.2)

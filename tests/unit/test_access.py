@@ -1,0 +1,99 @@
+"""Roles, key digests and every route's declared access, without I/O."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from app.asgi import create_app
+from app.auth.guard import ByMethod, is_public, required_role, role
+from app.auth.keys import KEY_PREFIX, digest, display_prefix, generate_key
+from app.auth.roles import Principal, Role
+from app.config import Settings, SettingsError
+
+# The routes anyone may call: probes, the API docs and their assets, SAQ's JS and CSS (and,
+# when they exist, /ready and /metrics, which a later setting may open).
+PUBLIC_PATHS = re.compile(r"/health|/ready|/metrics|/schema(/.*)?|/saq/static/\{file_path:path\}")
+
+
+def test_roles_are_ordered_viewer_operator_admin() -> None:
+    assert Role.VIEWER < Role.OPERATOR < Role.ADMIN
+    assert Role.ADMIN > Role.VIEWER
+    assert Role.ADMIN >= Role.ADMIN
+    assert Role.VIEWER <= Role.VIEWER
+    assert sorted([Role.ADMIN, Role.VIEWER, Role.OPERATOR]) == [
+        Role.VIEWER,
+        Role.OPERATOR,
+        Role.ADMIN,
+    ]
+    assert Principal("x", Role.OPERATOR).may(Role.VIEWER)
+    assert not Principal("x", Role.OPERATOR).may(Role.ADMIN)
+
+
+def test_a_route_declares_a_role_by_method() -> None:
+    saq = role(Role.VIEWER, write=Role.OPERATOR)
+    assert saq["role"] == ByMethod(read=Role.VIEWER, write=Role.OPERATOR)
+    assert [required_role(saq, method) for method in ("GET", "HEAD", "POST", "DELETE")] == [
+        Role.VIEWER,
+        Role.VIEWER,
+        Role.OPERATOR,
+        Role.OPERATOR,
+    ]
+    assert required_role(role(Role.ADMIN), "GET") is Role.ADMIN
+    assert required_role({}, "GET") is None
+
+
+def test_keys_are_long_random_and_recognisable() -> None:
+    key = generate_key()
+    assert key.startswith(KEY_PREFIX)
+    assert len(key) >= 40
+    assert key != generate_key()
+    assert display_prefix(key) == key[:12]
+    assert len(digest(key)) == 64
+
+
+def test_the_bootstrap_key_is_kept_as_the_same_digest_and_never_in_plaintext() -> None:
+    key = generate_key()
+    settings = Settings.from_env({"ADMIN_API_KEY": key})
+    assert settings.admin_key_digest == digest(key)
+    assert key not in repr(settings)
+    assert key not in str(vars(settings))
+
+
+def test_a_short_bootstrap_key_is_refused() -> None:
+    with pytest.raises(SettingsError, match="ADMIN_API_KEY must be at least 32"):
+        Settings.from_env({"ADMIN_API_KEY": "too-short"})
+
+
+@pytest.mark.parametrize(
+    ("env", "open_mode"),
+    [
+        ({}, False),
+        ({"AUTH_DISABLED": "false"}, False),
+        ({"AUTH_DISABLED": "true"}, True),
+        ({"AUTH_DISABLED": "true", "ADMIN_API_KEY": "k" * 40}, False),  # a key turns checks on
+    ],
+)
+def test_access_is_checked_unless_disabled_with_no_key(
+    env: dict[str, str], open_mode: bool
+) -> None:
+    assert Settings.from_env(env).open_mode is open_mode
+
+
+def test_every_route_declares_a_role_or_is_one_of_the_public_ones() -> None:
+    app = create_app(Settings.from_env({}))
+    public, guarded = set(), set()
+    for route in app.routes:
+        for handler in route.route_handlers:
+            for method in sorted(getattr(handler, "http_methods", {"GET"}) - {"OPTIONS"}):
+                if is_public(handler.opt):
+                    public.add(route.path)
+                    assert PUBLIC_PATHS.fullmatch(route.path), f"{route.path} is public"
+                else:
+                    assert required_role(handler.opt, method) is not None, (
+                        f"{method} {route.path} declares no role"
+                    )
+                    guarded.add(route.path)
+    assert {"/health", "/schema", "/schema/openapi.json", "/saq/static/{file_path:path}"} <= public
+    assert {"/api/v1/jobs", "/api/v1/keys", "/api/v1/audit", "/saq", "/saq/api/queues"} <= guarded
