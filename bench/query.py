@@ -1,20 +1,28 @@
-"""`query`: the two reads of `background_jobs` at 1,000,000 rows, through the real API
-(served by `bench.app`, which adds only its own routes and a record of GC pauses).
+"""`query`: the reads of `background_jobs` at 1,000,000 rows, through the real API (served
+by `bench.app`, which adds only its own routes and a record of GC pauses): one job by id,
+and the keyset list with filters.
 
 The rows come from one INSERT ... SELECT generate_series, spread like a busy service's month:
 created_at over 30 days, 1,000 users (10 % of jobs have none), 100 projects, three tasks,
-~88 % complete / 7 % failed / 3 % aborted, the newest 200 still queued or running.
-Statuses and users come from a hash of the row number, so every run builds the same table.
+20 workers, ~88 % complete / 7 % failed / 5 % aborted (with their errors), the newest 200
+still queued or running. Statuses and users come from a hash of the row number, so every
+run builds the same table.
 
-Each read runs at BENCH_QUERY_CONNECTIONS (8) clients, the figure held to the target, and
-once more with a single client: the same read with no queue in front of the one API process.
+The list requests cycle over what an operator asks: a user's complete jobs,
+first page and the next one through its `next_cursor`; failed or aborted jobs of a task; a
+project's jobs in a one-day window; a worker's jobs with an error; a `q` search of a task's
+failures. Each read runs at BENCH_QUERY_CONNECTIONS (8) clients, the figure held to the
+target, and once more with a single client: the same read with no queue in front of the one
+API process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from bench.common import Bench, Child, median, rounded
 from bench.load import CPU_KEYS, HttpConnection, LoadResult, Request, measured
@@ -22,6 +30,7 @@ from bench.profile import Profiler
 
 USERS = 1000
 QUERIED_USERS = 20  # the list requests cycle over these users
+TASKS = ("trigger_test", "send_report", "import_csv")
 
 _GENERATE = """
 INSERT INTO background_jobs
@@ -30,14 +39,15 @@ INSERT INTO background_jobs
 SELECT gen_random_uuid(), gen_random_uuid(),
        (ARRAY['trigger_test', 'send_report', 'import_csv'])[1 + g % 3], 'background-jobs',
        s.status,
-       jsonb_build_object('message', 'job ' || g, 'sleep_seconds', 0.1),
+       jsonb_build_object('message', 'job ' || g, 'sleep_seconds', 0.1, 'order_id', g % 50000),
        CASE WHEN s.status = 'complete' THEN jsonb_build_object('message', 'job ' || g) END,
-       CASE WHEN s.status = 'failed' THEN 'TestTaskFailure: failed on request' END,
+       CASE WHEN s.status = 'failed' THEN 'TestTaskFailure: failed on request'
+            WHEN s.status = 'aborted' THEN 'cancelled by API request' END,
        CASE WHEN s.status = 'queued' THEN 0 ELSE 1 END, 1,
        CASE WHEN abs(hashtext('n' || g)) % 10 <> 0
             THEN md5('bench-user-' || abs(hashtext('u' || g)) % $2::integer)::uuid END,
        md5('bench-project-' || abs(hashtext('p' || g)) % 100)::uuid,
-       CASE WHEN s.status <> 'queued' THEN 'bench-worker' END,
+       CASE WHEN s.status <> 'queued' THEN 'bench-worker-' || g % 20 END,
        CASE WHEN s.status <> 'queued' THEN c.created + interval '5 ms' END,
        CASE WHEN s.status IN ('complete', 'failed', 'aborted')
             THEN c.created + interval '105 ms' END,
@@ -81,6 +91,46 @@ async def generate_rows(bench: Bench, n: int) -> float:
     return float(visible)
 
 
+async def _uuids(bench: Bench, prefix: str, count: int) -> list[str]:
+    """The ids the generator made from `prefix` and a number (`md5(prefix || k)::uuid`)."""
+    rows = await bench.db.fetch(
+        "SELECT md5($1 || k)::uuid AS id FROM generate_series(1, $2) AS k", prefix, count
+    )
+    return [str(row["id"]) for row in rows]
+
+
+async def list_requests(
+    port: int, users: list[str], projects: list[str], limit: int
+) -> list[Request]:
+    """The list requests the runs cycle over (see the module's docstring): each user's first
+    page and, through its `next_cursor`, the second; then the other filters."""
+    first = [f"/api/v1/jobs?status=complete&user_id={user}&limit={limit}" for user in users]
+    connection = HttpConnection(port)
+    second = []
+    try:
+        for path in first:
+            status, body = await connection.request(Request("GET", path))
+            page = json.loads(body)
+            if status != 200 or not page["items"] or page["next_cursor"] is None:
+                raise RuntimeError(f"the list request gives no next page: {status} {body[:300]!r}")
+            second.append(f"{path}&cursor={page['next_cursor']}")
+    finally:
+        await connection.close()
+    day = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+    after, before = (f"{moment:%Y-%m-%dT%H:%M:%SZ}" for moment in (day, day + timedelta(days=1)))
+    window = f"created_after={after}&created_before={before}"
+    others = []
+    for k, project in enumerate(projects):
+        task = TASKS[k % len(TASKS)]
+        others += [
+            f"/api/v1/jobs?status=failed,aborted&task_name={task}&limit={limit}",
+            f"/api/v1/jobs?project_id={project}&{window}&limit={limit}",
+            f"/api/v1/jobs?worker_id=bench-worker-{k}&has_error=true&limit={limit}",
+            f"/api/v1/jobs?limit={limit}&q=" + quote(f"task:{task} status:failed"),
+        ]
+    return [Request("GET", path) for path in first + second + others]
+
+
 async def _load(
     bench: Bench, api: Child, requests: list[Request], seconds: float, connections: int = 0
 ) -> tuple[LoadResult, dict[str, float]]:
@@ -97,40 +147,31 @@ async def run_query(bench: Bench) -> dict[str, Any]:
             "SELECT job_id FROM background_jobs ORDER BY md5(job_id::text) LIMIT 1000"
         )
     ]
-    user_ids = [
-        str(row["id"])
-        for row in await bench.db.fetch(
-            "SELECT md5('bench-user-' || k)::uuid AS id FROM generate_series(1, $1) AS k",
-            QUERIED_USERS,
-        )
-    ]
+    user_ids = await _uuids(bench, "bench-user-", QUERIED_USERS)
+    project_ids = await _uuids(bench, "bench-project-", QUERIED_USERS // 4)
     by_id = [Request("GET", f"/api/v1/jobs/{job_id}") for job_id in job_ids]
-    by_user = [
-        Request("GET", f"/api/v1/jobs?status=complete&user_id={user_id}&limit=50")
-        for user_id in user_ids
-    ]
     api, port = await bench.start_api("api-query", factory="bench.app:create_bench_app")
     try:
+        # 50 a page; a smoke run's users have too few jobs for two pages of 50.
+        limit = 50 if n >= 100_000 else 5
+        listing = await list_requests(port, user_ids, project_ids, limit)
         connection = HttpConnection(port)
-        status, body = await connection.request(by_user[0])
+        page = json.loads((await connection.request(listing[0]))[1])  # a user's complete jobs
         await connection.close()
-        page = json.loads(body)
-        if status != 200 or not page["items"]:
-            raise RuntimeError(f"the list request returns no job: {status} {body[:300]!r}")
-        for requests in (by_id, by_user):  # warm-up: pools, caches; not counted
+        for requests in (by_id, listing):  # warm-up: pools, caches; not counted
             await _load(bench, api, requests, min(2.0, bench.config.query_seconds))
         runs: dict[str, list[tuple[LoadResult, dict[str, float]]]] = {"get": [], "list": []}
         for _ in range(bench.config.pairs):
             runs["get"].append(await _load(bench, api, by_id, bench.config.query_seconds))
-            runs["list"].append(await _load(bench, api, by_user, bench.config.query_seconds))
+            runs["list"].append(await _load(bench, api, listing, bench.config.query_seconds))
         # One client: what a read costs with no queue in front of it (not held to a target).
-        for name, requests in (("get_1_connection", by_id), ("list_1_connection", by_user)):
+        for name, requests in (("get_1_connection", by_id), ("list_1_connection", listing)):
             runs[name] = [await _load(bench, api, requests, bench.config.query_seconds, 1)]
         if bench.config.profile:
             profiler = Profiler(bench, "query-list-api")
             await profiler.attach(api.pid)
             try:
-                await _load(bench, api, by_user, bench.config.query_seconds)
+                await _load(bench, api, listing, bench.config.query_seconds)
             finally:
                 await profiler.finish()
     finally:

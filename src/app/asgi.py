@@ -26,11 +26,16 @@ from app.auth.http import AuditController, KeyController, access_dependencies
 from app.auth.saq_web import SaqWebRoles
 from app.config import Settings, logging_config, sqlalchemy_config
 from app.db.connection import HeldConnection, autocommit_sessions
+from app.jobs.event_hub import EventHub
+from app.jobs.events import EventPublisher, stream_key
+from app.jobs.http.actions import JobActionController, actions_dependencies
 from app.jobs.http.controllers import JobController, TaskController
 from app.jobs.http.dependencies import jobs_dependencies
+from app.jobs.http.events import EventController, events_dependencies
 from app.jobs.http.exception_handlers import exception_handlers
 from app.jobs.http.listing import JobListController
 from app.jobs.http.queues import QueueController
+from app.jobs.http.redaction import redaction_dependencies
 from app.jobs.metrics import JobMetrics
 from app.jobs.outbox import Enqueuer
 from app.jobs.queue import TrackedQueue
@@ -84,6 +89,7 @@ def build_parts(settings: Settings, registry: TaskRegistry) -> Parts:
             flush_interval=settings.flush_interval_ms / 1000,
             busy_flush_interval=settings.busy_flush_interval_ms / 1000,
             metrics=metrics,
+            events=EventPublisher(redis, settings.queue_name, maxlen=settings.events_stream_maxlen),
         ),
         metrics=metrics,
     )
@@ -124,11 +130,14 @@ def create_app(settings: Settings | None = None, registry: TaskRegistry = REGIST
         disabled_but_keyed=settings.auth_disabled and not settings.open_mode,
     )
     audit = AuditLog(parts.sessions)
+    events = EventHub(parts.queue.redis, stream_key(settings.queue_name))
     app = Litestar(
         route_handlers=[
             TaskController,
             JobController,
             JobListController,
+            JobActionController,
+            EventController,
             QueueController,
             KeyController,
             AuditController,
@@ -154,6 +163,10 @@ def create_app(settings: Settings | None = None, registry: TaskRegistry = REGIST
         ],
         dependencies={
             **jobs_dependencies(parts.enqueuer, parts.sessions),
+            **actions_dependencies(parts.sessions, parts.enqueuer),
+            **redaction_dependencies(settings.redact_keys),
+            # One reader of the job events per API process, shared by every stream.
+            **events_dependencies(events, settings.events_heartbeat, settings.events_max_stream),
             # Keys change in transactions (a key and its audit row together); made on first use.
             **access_dependencies(
                 lambda: parts.database.create_session_maker()(), authenticator, audit
@@ -164,7 +177,7 @@ def create_app(settings: Settings | None = None, registry: TaskRegistry = REGIST
         openapi_config=openapi_config(title="Tracked background jobs", version="0.1.0"),
         middleware=[RedirectToTrailingSlash(queues.web_path)] if queues.web_enabled else [],
         request_max_body_size=settings.max_request_body,
-        on_shutdown=[parts.enqueuer.close],
+        on_shutdown=[parts.enqueuer.close, events.close],
     )
     app.on_startup.append(tune_garbage_collector)  # last: after every plugin's start-up
     return app

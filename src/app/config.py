@@ -90,6 +90,16 @@ def _metrics_token_digest(env: dict[str, str]) -> str | None:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _env_keys(env: dict[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list of keys, lower-cased; `-` alone names none."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    if raw.strip() == "-":
+        return ()
+    return tuple(key.strip().lower() for key in raw.split(",") if key.strip())
+
+
 def _async_database_url(url: str) -> str:
     """Accept the usual postgres:// spellings and pin the asyncpg driver."""
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
@@ -130,6 +140,12 @@ class Settings:
     retention_interval: float = 3600.0
     metrics_token_digest: str | None = field(default=None, repr=False)
     metrics_public: bool = False
+    # The jobs API's events and bodies (README "Jobs API"): arguments and results under these
+    # keys (any case, at any depth) are masked for viewers.
+    redact_keys: tuple[str, ...] = ("password", "token", "secret", "api_key")
+    events_heartbeat: float = 15.0  # seconds between two heartbeat comments of a stream
+    events_max_stream: float = 3600.0  # seconds a stream lasts before the client reconnects
+    events_stream_maxlen: int = 10_000  # events the Redis Stream keeps for resuming, about
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -178,6 +194,16 @@ class Settings:
             ),
             metrics_token_digest=_metrics_token_digest(env),
             metrics_public=_env_bool(env, "METRICS_PUBLIC", defaults.metrics_public),
+            redact_keys=_env_keys(env, "REDACT_KEYS", defaults.redact_keys),
+            events_heartbeat=_env_number(
+                env, "EVENTS_HEARTBEAT_SECONDS", defaults.events_heartbeat
+            ),
+            events_max_stream=_env_number(
+                env, "EVENTS_MAX_STREAM_SECONDS", defaults.events_max_stream
+            ),
+            events_stream_maxlen=_env_number(
+                env, "EVENTS_STREAM_MAXLEN", defaults.events_stream_maxlen, minimum=100
+            ),
         )
 
     @property

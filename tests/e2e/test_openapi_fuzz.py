@@ -28,7 +28,10 @@ def test_schemathesis_finds_nothing_in_any_phase(
     settings = auth_settings(fresh_database_url, servers.redis_url)
     port = free_port()
     command = [str(VENV_BIN / "uvicorn"), "--factory", APP, "--port", str(port)]
-    api = Running(command, app_env(settings, ADMIN_API_KEY=BOOTSTRAP_KEY), "api")
+    # The event streams (`text/event-stream`) last a moment here, not an hour: schemathesis
+    # reads each answer to its end.
+    env = app_env(settings, ADMIN_API_KEY=BOOTSTRAP_KEY, EVENTS_MAX_STREAM_SECONDS="0.2")
+    api = Running(command, env, "api")
     processes.append(api)
     api.wait_for_line(lambda line: "Application startup complete" in line)
 

@@ -6,6 +6,7 @@ project and one scoped to another project, a revoked key and a key that never ex
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +56,8 @@ class World:
 
 @pytest.fixture(scope="module")
 async def world(database_url: str, servers: Servers) -> AsyncIterator[World]:
-    settings = auth_settings(database_url, servers.redis_url)
+    # A stream of every job's events ends after a moment, so its call returns.
+    settings = auth_settings(database_url, servers.redis_url, events_max_stream=0.2)
     engine = create_async_engine(settings.database_url)
     project = uuid4()
     keys: dict[str, str | None] = {"nobody": None, "unknown": generate_key()}
@@ -89,12 +91,57 @@ async def list_project(world: World) -> Request:
     return "GET", f"/api/v1/jobs?project_id={world.project}", None
 
 
+async def list_search(world: World) -> Request:
+    return "GET", f"/api/v1/jobs?q=project:{world.project}%20status:queued&limit=5", None
+
+
+async def stats(world: World) -> Request:
+    return "GET", "/api/v1/jobs/stats?window=24h", None
+
+
+async def stats_project(world: World) -> Request:
+    return "GET", f"/api/v1/jobs/stats?project_id={world.project}", None
+
+
+async def queues(world: World) -> Request:
+    return "GET", "/api/v1/queues", None
+
+
 async def read(world: World) -> Request:
     return "GET", f"/api/v1/jobs/{await world.new_job()}", None
 
 
 async def cancel(world: World) -> Request:
     return "POST", f"/api/v1/jobs/{await world.new_job()}/cancel", None
+
+
+async def retry(world: World) -> Request:
+    return "POST", f"/api/v1/jobs/{await world.new_job()}/retry", None  # queued: 409 if allowed
+
+
+async def bulk_cancel(world: World) -> Request:
+    return "POST", "/api/v1/jobs/bulk/cancel", {"job_ids": [await world.new_job()]}
+
+
+async def bulk_retry(world: World) -> Request:
+    return "POST", "/api/v1/jobs/bulk/retry", {"filter": {"project_id": str(world.project)}}
+
+
+async def job_events(world: World) -> Request:
+    """The stream of a job that has ended (it ends at once)."""
+    job_id = await world.new_job()
+    headers = bearer(BOOTSTRAP_KEY)
+    assert (await world.client.post(f"/api/v1/jobs/{job_id}/cancel", headers=headers)).is_success
+    for _ in range(200):  # the bound only stops a broken test
+        job = (await world.client.get(f"/api/v1/jobs/{job_id}", headers=headers)).json()
+        if job["status"] == "aborted":
+            break
+        await asyncio.sleep(0.02)
+    return "GET", f"/api/v1/jobs/{job_id}/events", None
+
+
+async def events(world: World) -> Request:
+    return "GET", f"/api/v1/events?project_id={world.project}", None
 
 
 async def keys_list(world: World) -> Request:
@@ -170,8 +217,17 @@ MATRIX: dict[Callable[[World], Awaitable[Request]], tuple[int, ...]] = {
     trigger: (401, 403, 202, 202, 202, 403, 401, 401),
     list_all: (401, 200, 200, 200, 200, 200, 401, 401),
     list_project: (401, 200, 200, 200, 200, 403, 401, 401),
+    list_search: (401, 200, 200, 200, 200, 403, 401, 401),
+    stats: (401, 200, 200, 200, 200, 200, 401, 401),
+    stats_project: (401, 200, 200, 200, 200, 403, 401, 401),
+    queues: (401, 200, 200, 200, 403, 403, 401, 401),
     read: (401, 200, 200, 200, 200, 403, 401, 401),
     cancel: (401, 403, 202, 202, 202, 403, 401, 401),
+    retry: (401, 403, 409, 409, 409, 403, 401, 401),
+    bulk_cancel: (401, 403, 200, 200, 200, 403, 401, 401),
+    bulk_retry: (401, 403, 200, 200, 200, 403, 401, 401),
+    job_events: (401, 200, 200, 200, 200, 403, 401, 401),
+    events: (401, 200, 200, 200, 200, 403, 401, 401),
     keys_list: (401, 403, 403, 200, 403, 403, 401, 401),
     keys_create: (401, 403, 403, 201, 403, 403, 401, 401),
     keys_revoke: (401, 403, 403, 200, 403, 403, 401, 401),

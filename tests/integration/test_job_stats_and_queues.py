@@ -1,5 +1,5 @@
-"""`GET /api/v1/jobs/stats` from the table, `GET /api/v1/queues` from SAQ, and what a key
-scoped to one project sees of the list and the stats."""
+"""`GET /api/v1/jobs/stats` from the table, `GET /api/v1/queues` from SAQ, what a key scoped
+to one project sees of the list and the stats, and what a viewer may search for."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ async def test_queues_show_queued_active_and_scheduled_jobs_and_live_workers(
         assert response.status_code == 200, response.text
         (mine,) = response.json()["queues"]
         assert mine["name"] == queue.name
-        return mine  # type: ignore[no-any-return]
+        return mine
 
     before = await report()
     assert (before["queued"], before["active"], before["scheduled"]) == (3, 0, 1)
@@ -136,6 +136,22 @@ async def scoped(database_url: str, servers: Servers) -> Any:
     async with AsyncTestClient(app=create_app(settings)) as client:
         yield client, engine, project, bearer(key)
     await engine.dispose()
+
+
+async def test_a_viewer_may_not_search_the_arguments_it_sees_masked(scoped: Any) -> None:
+    client, engine, project, viewer = scoped
+    row = timed_row("mine", "complete", age=10, wait=1, run=1, project_id=project)
+    await insert_rows(engine, [{**row, "arguments": {"order_id": 7, "auth": {"Token": "s3"}}}])
+    page = (await client.get("/api/v1/jobs?q=args.order_id:7", headers=viewer)).json()
+    assert [item["arguments"] for item in page["items"]] == [
+        {"order_id": 7, "auth": {"Token": "***"}}
+    ]
+    refused = await client.get("/api/v1/jobs?q=args.auth.token:s3", headers=viewer)
+    assert refused.status_code == 403
+    assert "args.auth.token" in refused.json()["detail"]
+    admin = bearer(BOOTSTRAP_KEY)
+    found = (await client.get("/api/v1/jobs?q=args.auth.Token:s3", headers=admin)).json()
+    assert [item["job_id"] for item in found["items"]] == [str(row["job_id"])]
 
 
 async def test_a_scoped_key_lists_and_counts_its_own_project_only(scoped: Any) -> None:

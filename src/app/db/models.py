@@ -9,7 +9,7 @@ from uuid import UUID
 
 from advanced_alchemy.base import UUIDv7AuditBase, UUIDv7Base
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import CheckConstraint, Index, String, Text, text
+from sqlalchemy import CheckConstraint, Float, Index, String, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.orm import Mapped, mapped_column
@@ -75,6 +75,12 @@ class BackgroundJob(UUIDv7AuditBase):
     )
     attempts: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     max_attempts: Mapped[int] = mapped_column(default=1, server_default=text("1"))
+    # Times an operator retried it (`POST /api/v1/jobs/{job_id}/retry`): each starts a new run,
+    # whose events carry this number so that the earlier runs' late events change nothing.
+    manual_retries: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    # A running task's own report (app/jobs/progress.py): how far (0..1), and a short message.
+    progress: Mapped[float | None] = mapped_column(Float, nullable=True)
+    progress_message: Mapped[str | None] = mapped_column(String(200), nullable=True)
     user_id: Mapped[UUID | None] = mapped_column(nullable=True)
     project_id: Mapped[UUID | None] = mapped_column(nullable=True)
     worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)

@@ -43,6 +43,9 @@ ALLOWED_MOVES: dict[JobStatus, frozenset[JobStatus]] = {
 }
 TERMINAL_STATUSES = frozenset(status for status, moves in ALLOWED_MOVES.items() if not moves)
 UNFINISHED_STATUSES = frozenset(JobStatus) - TERMINAL_STATUSES
+# The one way out of a final status: an operator's manual retry (`RETRY_ENDED` below), not
+# an event, so it is not in ALLOWED_MOVES. A completed job is not run again.
+RETRYABLE_STATUSES = frozenset({JobStatus.FAILED, JobStatus.ABORTED})
 # target -> the statuses a row may be in when it moves there: what the SQL guard checks.
 ALLOWED_SOURCES: dict[JobStatus, frozenset[JobStatus]] = {
     target: frozenset(source for source, moves in ALLOWED_MOVES.items() if target in moves)
@@ -106,6 +109,14 @@ def epoch_ms_to_datetime(millis: int | float | None) -> datetime | None:
 # (cron, `scheduled=`, a caller's key, a plain `queue.enqueue`) carries a row id of its own.
 ROW_ID = "job_id"
 CRON = "cron"  # the schedule of a cron run, put there by the worker's settings
+# How many times an operator retried the row when this job was enqueued (absent: never).
+# Events of an earlier run carry a smaller number, so they cannot touch the retried row.
+MANUAL_RETRIES = "manual_retries"
+
+
+def manual_retries_of(job: SaqJob) -> int:
+    value = job.meta.get(MANUAL_RETRIES) if job.meta else None
+    return value if isinstance(value, int) else 0
 
 
 class UntrackedJobError(LookupError):
@@ -170,6 +181,7 @@ class Transition:
     traceback: str | None = None
     at: datetime | None = None  # when an error happened (its entry in the row's history)
     new_row: NewRow | None = None  # the row to create if there is none yet (not an outbox job)
+    manual_retries: int = 0  # the run of the row it belongs to (see MANUAL_RETRIES)
 
     @classmethod
     def of(cls, job: SaqJob, exception: BaseException | None = None) -> Transition:
@@ -200,6 +212,7 @@ class Transition:
             traceback=_text(job.error) if failed else None,
             at=datetime.now(UTC) if failed else None,
             new_row=NewRow.of(job) if job.meta and ROW_ID in job.meta else None,
+            manual_retries=manual_retries_of(job),
         )
 
 
@@ -220,10 +233,11 @@ class FoldedJob:
     def add(self, transition: Transition) -> None:
         self.new_row = self.new_row or transition.new_row
         # The guarded UPDATE's rules, applied within the batch: only allowed moves, and
-        # nothing from an older attempt (SAQ #277 can finish a job twice).
+        # nothing from an older attempt (SAQ #277 can finish a job twice) or an older run.
         if self.last is not transition and (
             not can_move(self.last.status, transition.status)
             or transition.attempt < self.last.attempt
+            or transition.manual_retries < self.last.manual_retries
         ):
             self.ignored.append(transition)
             return
@@ -265,9 +279,11 @@ _BATCH_COLUMNS = """
         CAST(:attempts AS integer[]), CAST(:worker_ids AS text[]),
         CAST(:started AS timestamptz[]), CAST(:completed AS timestamptz[]),
         CAST(:results AS jsonb[]), CAST(:errors AS text[]), CAST(:tracebacks AS text[]),
-        CAST(:new_errors AS jsonb[])"""
+        CAST(:new_errors AS jsonb[]), CAST(:manual_retries AS integer[])"""
 _BATCH_NAMES = """job_id, status, sources, attempt, worker_id, started_at, completed_at, result,
-           error, traceback, new_errors"""
+           error, traceback, new_errors, manual_retries"""
+# What a moved row tells the events it is published in (`MovedRow`).
+_MOVED = "job_id, task_name, queue, user_id, project_id"
 _UPDATE = """
     UPDATE background_jobs AS b SET
         status = v.status,
@@ -279,12 +295,16 @@ _UPDATE = """
         error = COALESCE(v.error, b.error),
         traceback = COALESCE(v.traceback, b.traceback),
         errors = COALESCE(b.errors || v.new_errors, b.errors),
+        -- A task's progress is its attempt's: a new attempt starts without any.
+        progress = CASE WHEN v.attempt > b.attempts THEN NULL ELSE b.progress END,
+        progress_message = CASE WHEN v.attempt > b.attempts THEN NULL ELSE b.progress_message END,
         updated_at = now()
     FROM {batch}
     WHERE b.job_id = v.job_id
       AND b.status = ANY(string_to_array(v.sources, ','))
       AND b.attempts <= v.attempt
-    RETURNING b.job_id
+      AND b.manual_retries <= v.manual_retries
+    RETURNING b.job_id, b.task_name, b.queue, b.user_id, b.project_id
 """
 GUARDED_UPDATE = text(_UPDATE.format(batch=f"unnest({_BATCH_COLUMNS}) AS v({_BATCH_NAMES})"))
 
@@ -313,10 +333,10 @@ FIRST_SEEN_AND_UPDATE = text(
             COALESCE(new_errors, '[]'::jsonb), created_at, now()
         FROM v WHERE task_name IS NOT NULL
         ON CONFLICT DO NOTHING
-        RETURNING job_id
+        RETURNING {_MOVED}
     ),
     updated AS ({_UPDATE.format(batch="v")})
-    SELECT job_id FROM inserted UNION ALL SELECT job_id FROM updated
+    SELECT {_MOVED} FROM inserted UNION ALL SELECT {_MOVED} FROM updated
     """  # noqa: S608 - built from this module's constants only
 )
 
@@ -337,17 +357,44 @@ def to_json(value: Any) -> str:
     return _JSON_NUL.sub(r"\1\\ufffd", encoded) if "\\u0000" in encoded else encoded
 
 
+@dataclass(frozen=True, slots=True)
+class MovedRow:
+    """What the events of a row that moved say besides the transition (`_MOVED`)."""
+
+    task_name: str | None = None
+    queue: str | None = None
+    user_id: UUID | None = None
+    project_id: UUID | None = None
+
+    @classmethod
+    def of(cls, row: Sequence[Any]) -> MovedRow:
+        return cls(*row[1:5])
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A batch's outcome: the transitions that took effect, and each moved row's facts."""
+
+    applied: list[Transition]
+    rows: dict[UUID, MovedRow]
+
+
 async def apply_transitions(
     execute: Execute, transitions: Sequence[Transition]
 ) -> list[Transition]:
     """Write a batch of transitions as one guarded UPDATE; returns those that took effect.
 
-    A row that is final, or already at a later attempt, is left as it is (that event came
-    late or twice). Jobs first seen in this batch get their row in the same statement.
+    A row that is final, or already at a later attempt or run, is left as it is (that event
+    came late or twice). Jobs first seen in this batch get their row in the same statement.
     """
+    return (await write_transitions(execute, transitions)).applied
+
+
+async def write_transitions(execute: Execute, transitions: Sequence[Transition]) -> Written:
+    """`apply_transitions`, also returning what the moved rows' events need."""
     folded = fold(transitions)
     if not folded:
-        return []
+        return Written([], {})
     batch = list(folded.values())
     parameters: dict[str, Any] = {
         "job_ids": [f.last.job_id for f in batch],
@@ -366,17 +413,45 @@ async def apply_transitions(
         "errors": [f.error for f in batch],
         "tracebacks": [f.traceback for f in batch],
         "new_errors": [to_json(f.new_errors) if f.new_errors else None for f in batch],
+        "manual_retries": [f.last.manual_retries for f in batch],
     }
     new_rows = [f.new_row for f in batch]
     if any(new_rows):  # never for the outbox's jobs: their batches stay one plain UPDATE
         parameters.update(_new_row_parameters(new_rows))
     rows = await execute(FIRST_SEEN_AND_UPDATE if any(new_rows) else GUARDED_UPDATE, parameters)
-    moved = {row[0] for row in rows}
-    return [
+    moved = {row[0]: MovedRow.of(row) for row in rows}
+    applied = [
         t
         for t in transitions
         if t.job_id in moved and not any(t is i for i in folded[t.job_id].ignored)
     ]
+    return Written(applied, moved)
+
+
+# An operator's retry of ended jobs: back to `queued` under the same job_id, for at least one
+# more attempt, with an entry in the history saying who retried it. One statement for any
+# number of jobs; its status guard makes concurrent retries of a job take effect once.
+RETRY_ENDED = text(
+    f"""
+    UPDATE background_jobs SET
+        status = 'queued',
+        max_attempts = GREATEST(max_attempts, attempts + 1),
+        manual_retries = manual_retries + 1,
+        completed_at = NULL,
+        progress = NULL,
+        progress_message = NULL,
+        errors = errors || jsonb_build_array(jsonb_build_object(
+            'attempt', attempts, 'at', CAST(:at AS text), 'status', 'queued',
+            'retried_from', status, 'retried_by', CAST(:actor AS text))),
+        updated_at = now()
+    WHERE job_id = ANY(CAST(:job_ids AS uuid[])) AND {status_in(RETRYABLE_STATUSES)}
+    RETURNING *
+    """  # noqa: S608 - built from this module's constants only
+)
+
+
+def retry_parameters(job_ids: Iterable[UUID], actor: str) -> dict[str, Any]:
+    return {"job_ids": list(job_ids), "actor": actor, "at": datetime.now(UTC).isoformat()}
 
 
 # The statement's parameter -> the `NewRow` field it lists.

@@ -23,7 +23,7 @@ from saq.job import Job as SaqJob
 from sqlalchemy import bindparam, select, text
 
 from app.db.models import BackgroundJob
-from app.jobs.lifecycle import ROW_ID, Execute, JobStatus, to_json
+from app.jobs.lifecycle import MANUAL_RETRIES, ROW_ID, Execute, JobStatus, to_json
 from app.jobs.registry import TaskFunction, TaskPolicy, TaskRegistry, UnknownTaskError
 
 if TYPE_CHECKING:
@@ -246,16 +246,22 @@ class Enqueuer:
             policy = self.registry.policy(row.task_name)
         except UnknownTaskError:  # a job enqueued straight on the queue, for a task not here
             policy = TaskPolicy(attempts=max(row.max_attempts, 1))
+        settings = policy.job_settings(self.default_timeout)
+        # A manually retried row allows more attempts than its task's policy.
+        settings["retries"] = max(settings["retries"], row.max_attempts)
         job = SaqJob(
             function=row.task_name,
             kwargs=dict(row.arguments),
             key=str(row.job_id),
             attempts=row.attempts,
-            **policy.job_settings(self.default_timeout),
+            **settings,
         )
+        manual_retries: int = getattr(row, "manual_retries", 0) or 0
+        if manual_retries:  # its events must tell this run from the earlier ones
+            job.meta = {MANUAL_RETRIES: manual_retries}
         job_key = getattr(row, "job_key", None)
         if job_key is not None:  # a row first seen by the queue: its SAQ key, its row id
-            job.key, job.meta = job_key, {ROW_ID: str(row.job_id)}
+            job.key, job.meta = job_key, {**job.meta, ROW_ID: str(row.job_id)}
             scheduled_at: datetime | None = getattr(row, "scheduled_at", None)
             job.scheduled = int(scheduled_at.timestamp()) if scheduled_at else 0
         return job

@@ -29,6 +29,7 @@ from saq.utils import now
 
 from app.jobs.lifecycle import ROW_ID, Transition, UntrackedJobError
 from app.jobs.metrics import JobMetrics
+from app.jobs.progress import ProgressUpdate
 from app.jobs.recorder import LifecycleRecorder
 
 log = structlog.get_logger(__name__)
@@ -138,6 +139,10 @@ class TrackedQueue(RedisQueue):
             if self.metrics is not None and job.attempts == 1:
                 due_ms = max(job.queued, job.scheduled * 1000)  # SAQ: ms and seconds
                 self.metrics.started(job.function, (job.started - due_ms) / 1000)
+        elif "progress" in kwargs:  # `job.update(progress=...)` from a task (report_progress)
+            update = ProgressUpdate.of(job)
+            if update is not None:
+                self.recorder.record_progress(update)
 
     async def finish(
         self,

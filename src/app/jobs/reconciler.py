@@ -31,7 +31,7 @@ import structlog
 from saq.job import Job, Status
 from saq.utils import now
 
-from app.jobs.lifecycle import JobStatus, Transition, from_saq, row_id_of
+from app.jobs.lifecycle import JobStatus, Transition, from_saq, manual_retries_of, row_id_of
 from app.jobs.service import BackgroundJobService
 
 if TYPE_CHECKING:
@@ -67,6 +67,10 @@ def decide(
 ) -> Action:
     """What one pass does about an unfinished row, given the job its key names in Redis
     (None: missing), which may be a later run with the same key."""
+    this_row = job is not None and row_id_of(job) == row.job_id
+    if this_row and job is not None and manual_retries_of(job) < (row.manual_retries or 0):
+        # The run before an operator's retry, ended: the retry's job never reached Redis.
+        return Action.ENQUEUE_AGAIN
     if job is None or row_id_of(job) != row.job_id:
         if row.status == JobStatus.RUNNING and row.worker_id in live_workers:
             return Action.LEAVE  # its worker still runs it and will report the outcome

@@ -14,15 +14,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
+from uuid import UUID
 
 import structlog
 
-from app.jobs.lifecycle import JobStatus, Transition, apply_transitions
+from app.jobs.events import JobEvent
+from app.jobs.lifecycle import JobStatus, Transition, write_transitions
+from app.jobs.progress import ProgressUpdate, apply_progress
 
 if TYPE_CHECKING:
     from app.db.connection import Connection
+    from app.jobs.events import EventPublisher
     from app.jobs.metrics import JobMetrics
 
 log = structlog.get_logger(__name__)
@@ -42,6 +46,7 @@ class LifecycleRecorder:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         metrics: JobMetrics | None = None,
+        events: EventPublisher | None = None,
     ) -> None:
         self._connection = connection  # one round trip per batch, no session; closed with us
         self._flush_interval = flush_interval
@@ -52,7 +57,9 @@ class LifecycleRecorder:
         self._sleep = sleep
         self._metrics = metrics  # counts what the rows took: finished, failed, run time
         self._last_flush = float("-inf")
+        self.events = events  # what each batch changed, for the API's event streams
         self._pending: list[Transition] = []
+        self._progress: dict[UUID, ProgressUpdate] = {}  # each job's latest only
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -61,7 +68,7 @@ class LifecycleRecorder:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._progress)
 
     def start(self) -> None:
         if self._task is None:
@@ -73,6 +80,13 @@ class LifecycleRecorder:
         self._idle.clear()
         self._wake.set()
         self.start()  # a queue that reports before it connected still gets its rows written
+
+    def record_progress(self, update: ProgressUpdate) -> None:
+        """A running job's progress; a later update of the same job replaces it until written."""
+        self._progress[update.job_id] = update
+        self._idle.clear()
+        self._wake.set()
+        self.start()
 
     async def flushed(self) -> None:
         """Wait until everything recorded so far is written."""
@@ -92,6 +106,8 @@ class LifecycleRecorder:
                 await self._task
             self._task = None
         await self._connection.close()
+        if self.events is not None:
+            await self.events.close()
 
     async def _run(self) -> None:
         backoff = _FIRST_BACKOFF
@@ -100,14 +116,13 @@ class LifecycleRecorder:
             if not self._closing:
                 await self._sleep(self._flush_interval)  # let a batch gather
             self._wake.clear()
-            while self._pending:
+            while self._pending or self._progress:
                 if not self._closing:  # events came in during the last write: the load is on
                     next_flush = self._last_flush + self._busy_flush_interval
                     await self._sleep(max(0.0, next_flush - self._clock()))
                 self._last_flush = self._clock()
-                batch = self._pending[: self._max_batch]
                 try:
-                    applied = await apply_transitions(self._connection.execute, batch)
+                    await self._write()
                 except Exception as exc:
                     log.warning(
                         "could not write job lifecycle, will retry",
@@ -119,12 +134,33 @@ class LifecycleRecorder:
                     backoff = min(backoff * 2, self._max_backoff)
                     continue
                 backoff = _FIRST_BACKOFF
-                del self._pending[: len(batch)]
-                _log_transitions(batch, applied)
-                if self._metrics is not None:
-                    self._metrics.applied(applied)
-            if not self._pending:
+            if not self._pending and not self._progress:
                 self._idle.set()
+
+    async def _write(self) -> None:
+        """One batch of transitions, then the progress gathered so far: a statement each."""
+        batch = self._pending[: self._max_batch]
+        if batch:
+            written = await write_transitions(self._connection.execute, batch)
+            del self._pending[: len(batch)]
+            _log_transitions(batch, written.applied)
+            if self._metrics is not None:
+                self._metrics.applied(written.applied)
+            self._publish(
+                JobEvent.of_transition(t, written.rows[t.job_id]) for t in written.applied
+            )
+        if self._progress:
+            updates, self._progress = self._progress, {}
+            try:
+                moved = await apply_progress(self._connection.execute, list(updates.values()))
+            except BaseException:
+                self._progress = {**updates, **self._progress}  # newer ones win
+                raise
+            self._publish(JobEvent.of_progress(update, row) for update, row in moved)
+
+    def _publish(self, events: Iterable[JobEvent]) -> None:
+        if self.events is not None:
+            self.events.publish(events)
 
 
 def _log_transitions(batch: list[Transition], applied: list[Transition]) -> None:

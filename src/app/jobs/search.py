@@ -33,6 +33,7 @@ SCAN_LIMIT = 10_000  # rows a page with text or argument terms looks at, at most
 
 _STATUS = "(?:{})".format("|".join(status.value for status in JobStatus))
 _STATUSES = f"{_STATUS}(?:,{_STATUS})*"
+STATUSES_PATTERN = f"^{_STATUSES}$"  # a `status` query value: statuses separated by commas
 _UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _QUOTED = r'"(?:[^"\\\x00]|\\["\\])*"'  # \" and \\ are its only escapes
 _VALUE = f'(?:{_QUOTED}|[^ "\\x00]+)'

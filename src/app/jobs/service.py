@@ -126,7 +126,7 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
     ) -> ListedPage:
         """A page of the list, newest first (`created_at DESC, id DESC`), after `after`.
 
-        One read-only transaction whose planner may not sort (`PLANNER_SETTINGS`): each page
+        One read-only transaction whose planner may not sort (`begin_page`): each page
         comes from an index scan in the list's order, with its capped count in the same
         statement, as plain column values rather than ORM objects (docs/benchmarks.md).
         """

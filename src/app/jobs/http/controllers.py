@@ -29,6 +29,7 @@ from app.auth.roles import Principal, Role
 from app.db.models import BackgroundJob
 from app.http_common.body import StrictJSONBody
 from app.http_common.responses import DATABASE_DOWN, errors, string_only
+from app.jobs.http.redaction import Redactor
 from app.jobs.http.schemas import (
     IDEMPOTENCY_KEY_MAX,
     TRIGGER_ACCEPTED_MESSAGE,
@@ -155,11 +156,13 @@ class JobController(Controller):
         job_id: JobIdPath,
         jobs_service: NamedDependency[BackgroundJobService],
         principal: NamedDependency[Principal],
+        redactor: NamedDependency[Redactor],
     ) -> JobRead:
-        """What happened to one job: its status, timestamps, attempts, result and error."""
+        """What happened to one job: its status, timestamps, attempts, result and error
+        (for a viewer, sensitive argument and result values masked)."""
         row = await _find_job(jobs_service, _parse_job_id(job_id))
         forbid_other_project(principal, row.project_id)
-        return JobRead.from_row(row)
+        return redactor.job(JobRead.from_row(row), principal)
 
     @post(
         "/{job_id:str}/cancel",

@@ -3,15 +3,16 @@ what an operator reads about jobs (docs/jobs-api.md)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
+import msgspec
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
-from litestar.exceptions import ValidationException
-from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example, OpenAPIFormat, OpenAPIType, Schema
+from litestar.exceptions import PermissionDeniedException, ValidationException
+from litestar.openapi.spec import Example, OpenAPIType, Schema
 from litestar.params import QueryParameter
 
 from app.auth.guard import BEARER, forbid_other_project, project_in_scope, role
@@ -26,12 +27,18 @@ from app.jobs.http.listing_schemas import (
     JobPage,
     JobStats,
     TaskStats,
+    moment_parameter,
+    success,
+    text_parameter,
+    uuid_parameter,
 )
-from app.jobs.http.schemas import TASK_NAME_MAX, WITHOUT_NUL, JobRead
+from app.jobs.http.redaction import MASK, Redactor
+from app.jobs.http.schemas import JobRead
 from app.jobs.search import (
     CURSOR_PATTERN,
     Q_MAX,
     Q_PATTERN,
+    STATUSES_PATTERN,
     JobSearch,
     Position,
     SearchError,
@@ -42,14 +49,9 @@ from app.jobs.service import BackgroundJobService
 from app.jobs.stats import WINDOWS, failure_rate
 
 # Litestar converts query values leniently, and to msgspec "null" (any case) is None for an
-# optional UUID or date-time: `user_id=null` silently meant "no filter".
-_TYPED_FILTERS = {
-    "user_id": "a UUID",
-    "project_id": "a UUID",
-    "created_after": "a date-time",
-    "created_before": "a date-time",
-}
-_STATUS_LIST = "^{0}(,{0})*$".format("(queued|running|complete|failed|aborted)")
+# optional UUID: `user_id=null` silently meant "no filter".
+_TYPED_FILTERS = {"user_id": "a UUID", "project_id": "a UUID"}
+STATUS_LIST_PATTERN = STATUSES_PATTERN  # `status=failed,aborted` (the list's, the events')
 _BOOLEAN = ("true", "false")
 _CURSOR_EXAMPLE = Position(
     datetime(2026, 11, 30, 10, tzinfo=UTC), UUID("0193a1f2-5b7c-7d3e-9f10-2a3b4c5d6e7f")
@@ -70,52 +72,23 @@ async def refuse_null_filters(request: Request[Any, Any, Any]) -> None:
         )
 
 
-def _bad_query(exc: SearchError) -> ValidationException:
+def bad_query(exc: SearchError) -> ValidationException:
     return ValidationException(
         detail=str(exc), extra=[{"message": exc.message, "key": exc.key, "source": "query"}]
     )
 
 
-def _moment(name: str, value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
+def _moment(name: str, value: str | None) -> datetime | None:
+    """An RFC 3339 date-time with its offset (Litestar's own conversion also took numbers)."""
+    if value is None:
+        return None
+    try:
+        moment = msgspec.convert(value, datetime, strict=True)
+    except msgspec.ValidationError:
+        raise SearchError(name, f"{value!r} is not an RFC 3339 date-time") from None
+    if moment.tzinfo is None:
         raise SearchError(name, "a date-time needs its offset, e.g. 2026-11-30T10:00:00Z")
-    return value
-
-
-def success(model: type, description: str, example: dict[str, Any]) -> dict[int, ResponseSpec]:
-    """A 200 answer with its body's schema and an example (replaces Litestar's own)."""
-    return {
-        200: ResponseSpec(
-            data_container=model,
-            description=description,
-            examples=[Example(summary="an answer", value=example)],
-            generate_examples=False,
-        )
-    }
-
-
-def _text(description: str, example: str, maximum: int = TASK_NAME_MAX) -> Any:
-    return QueryParameter(
-        description=description,
-        max_length=maximum,
-        pattern=WITHOUT_NUL,
-        schema_extra=string_only(),
-        examples=[Example(value=example)],
-    )
-
-
-def _uuid(description: str) -> Any:
-    return QueryParameter(
-        description=description, schema_extra=string_only(format=OpenAPIFormat.UUID)
-    )
-
-
-def _moment_parameter(description: str) -> Any:
-    return QueryParameter(
-        description=description,
-        schema_extra=string_only(format=OpenAPIFormat.DATE_TIME),
-        examples=[Example(value="2026-11-30T10:00:00Z")],
-    )
+    return moment
 
 
 class JobListController(Controller):
@@ -132,7 +105,8 @@ class JobListController(Controller):
             **errors(
                 {
                     400: "A filter, `q` or the cursor is invalid: the body names it and says why.",
-                    403: "The key's project is not the `project_id` (or `project:`) asked for.",
+                    403: "The key's project is not the `project_id` (or `project:`) asked for, "
+                    "or a viewer searched an argument it sees masked.",
                     503: DATABASE_DOWN,
                 }
             ),
@@ -142,6 +116,7 @@ class JobListController(Controller):
         self,
         jobs_service: NamedDependency[BackgroundJobService],
         principal: NamedDependency[Principal],
+        redactor: NamedDependency[Redactor],
         status: Annotated[
             list[str] | None,
             QueryParameter(
@@ -150,23 +125,25 @@ class JobListController(Controller):
                 schema_extra={
                     "one_of": None,
                     "type": OpenAPIType.ARRAY,
-                    "items": Schema(type=OpenAPIType.STRING, pattern=_STATUS_LIST),
+                    "items": Schema(type=OpenAPIType.STRING, pattern=STATUS_LIST_PATTERN),
                 },
                 examples=[Example(value=["failed", "aborted"])],
             ),
         ] = None,
-        task_name: Annotated[str | None, _text("The task's name.", "trigger_test")] = None,
-        queue: Annotated[str | None, _text("The SAQ queue.", "background-jobs")] = None,
-        worker_id: Annotated[str | None, _text("The worker that ran it last.", "worker-1")] = None,
-        user_id: Annotated[UUID | None, _uuid("The job's user.")] = None,
+        task_name: Annotated[str | None, text_parameter("The task's name.", "trigger_test")] = None,
+        queue: Annotated[str | None, text_parameter("The SAQ queue.", "background-jobs")] = None,
+        worker_id: Annotated[
+            str | None, text_parameter("The worker that ran it last.", "worker-1")
+        ] = None,
+        user_id: Annotated[UUID | None, uuid_parameter("The job's user.")] = None,
         project_id: Annotated[
-            UUID | None, _uuid("The job's project (a project-scoped key: its own only).")
+            UUID | None, uuid_parameter("The job's project (a project-scoped key: its own only).")
         ] = None,
         created_after: Annotated[
-            datetime | None, _moment_parameter("Created after this moment (with its offset).")
+            str | None, moment_parameter("Created after this moment (with its offset).")
         ] = None,
         created_before: Annotated[
-            datetime | None, _moment_parameter("Created before this moment (with its offset).")
+            str | None, moment_parameter("Created before this moment (with its offset).")
         ] = None,
         has_error: Annotated[
             str | None,
@@ -225,15 +202,16 @@ class JobListController(Controller):
                 search = search.and_(parse_q(q))
             after = Position.from_cursor(cursor) if cursor is not None else None
         except SearchError as exc:
-            raise _bad_query(exc) from None
+            raise bad_query(exc) from None
         for asked in search.project_ids:
             forbid_other_project(principal, asked)
+        refuse_masked_arguments(search, redactor, principal)
         scope = project_in_scope(principal, project_id)
         if scope is not None:
             search = search.and_(JobSearch(project_ids=(scope,)))
         page = await jobs_service.search_page(search, after=after, limit=limit, offset=offset)
         return JobPage(
-            items=[JobRead.from_columns(row) for row in page.rows],
+            items=[redactor.job(JobRead.from_columns(row), principal) for row in page.rows],
             total=page.total,
             total_is_exact=page.total_is_exact,
             limit=limit,
@@ -267,12 +245,12 @@ class JobListController(Controller):
             ),
         ] = STATS_DEFAULT_WINDOW,
         project_id: Annotated[
-            UUID | None, _uuid("Only this project's jobs (a project-scoped key: its own).")
+            UUID | None, uuid_parameter("Only this project's jobs (a project-scoped key: its own).")
         ] = None,
     ) -> JobStats:
         """Per task: counts by status, failure rate, p50/p95 run and wait times."""
         if window not in WINDOWS:
-            raise _bad_query(SearchError("window", f"{window!r} is not one of {list(WINDOWS)}"))
+            raise bad_query(SearchError("window", f"{window!r} is not one of {list(WINDOWS)}"))
         since = datetime.now(UTC) - timedelta(minutes=WINDOWS[window])
         rows = await jobs_service.stats(
             since=since, project_id=project_in_scope(principal, project_id)
@@ -284,6 +262,23 @@ class JobListController(Controller):
             for row in rows
         ]
         return JobStats(window=window, since=since, tasks=tasks)
+
+
+def refuse_masked_arguments(search: JobSearch, redactor: Redactor, principal: Principal) -> None:
+    """403 for an `args.` term under a key the caller sees masked: its answers would tell
+    the masked value."""
+    if not redactor.masks_for(principal):
+        return
+    for document in search.arguments:
+        value, path = json.loads(document), []
+        while isinstance(value, dict):
+            ((key, value),) = value.items()
+            path.append(key)
+            if redactor.value({key: None})[key] == MASK:
+                raise PermissionDeniedException(
+                    detail=f"args.{'.'.join(path)}: this key's role sees it masked, so it "
+                    "may not search it"
+                )
 
 
 def _parse_boolean(value: str) -> bool:

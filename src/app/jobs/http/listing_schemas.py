@@ -1,4 +1,5 @@
-"""Bodies of the job list, the stats and the queues, with the examples OpenAPI shows."""
+"""Bodies of the job list, the stats and the queues, their parameters, and the examples
+OpenAPI shows."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example, OpenAPIFormat
+from litestar.params import QueryParameter
 
-from app.jobs.http.schemas import JobRead
+from app.http_common.responses import string_only
+from app.jobs.http.schemas import TASK_NAME_MAX, WITHOUT_NUL, JobRead
 
 LIST_LIMIT_MAX = 200
 LIST_OFFSET_MAX = 10_000  # `offset` reads every row it skips: cursors go further
@@ -18,7 +23,7 @@ class JobPage(msgspec.Struct):
     """A page of jobs, newest first; `next_cursor` continues after its last row."""
 
     items: list[JobRead]
-    # How many jobs match, counted up to 10,000; more than that: 10,000 and not exact.
+    # How many jobs match, counted up to 1,000; more than that: 1,000 and not exact.
     # null for a search with text or argument terms, which is not counted.
     total: int | None
     total_is_exact: bool
@@ -129,6 +134,8 @@ _JOB = {
     "updated_at": "2026-11-30T10:00:00.250000Z",
     "started_at": "2026-11-30T10:00:00.130000Z",
     "completed_at": "2026-11-30T10:00:00.240000Z",
+    "progress": None,
+    "progress_message": None,
 }
 PAGE_EXAMPLE = {
     "items": [_JOB],
@@ -173,3 +180,39 @@ QUEUES_EXAMPLE = {
         }
     ]
 }
+
+
+def success(model: type, description: str, example: dict[str, Any]) -> dict[int, ResponseSpec]:
+    """A 200 answer with its body's schema and an example (replaces Litestar's own)."""
+    return {
+        200: ResponseSpec(
+            data_container=model,
+            description=description,
+            examples=[Example(summary="an answer", value=example)],
+            generate_examples=False,
+        )
+    }
+
+
+def text_parameter(description: str, example: str, maximum: int = TASK_NAME_MAX) -> Any:
+    return QueryParameter(
+        description=description,
+        max_length=maximum,
+        pattern=WITHOUT_NUL,
+        schema_extra=string_only(),
+        examples=[Example(value=example)],
+    )
+
+
+def uuid_parameter(description: str) -> Any:
+    return QueryParameter(
+        description=description, schema_extra=string_only(format=OpenAPIFormat.UUID)
+    )
+
+
+def moment_parameter(description: str) -> Any:
+    return QueryParameter(
+        description=description,
+        schema_extra=string_only(format=OpenAPIFormat.DATE_TIME),
+        examples=[Example(value="2026-11-30T10:00:00Z")],
+    )

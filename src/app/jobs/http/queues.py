@@ -13,8 +13,13 @@ from litestar_saq import TaskQueues
 from app.auth.guard import BEARER, role
 from app.auth.roles import Role
 from app.http_common.responses import errors
-from app.jobs.http.listing import success
-from app.jobs.http.listing_schemas import QUEUES_EXAMPLE, QueueList, QueueReport, WorkerReport
+from app.jobs.http.listing_schemas import (
+    QUEUES_EXAMPLE,
+    QueueList,
+    QueueReport,
+    WorkerReport,
+    success,
+)
 
 
 def worker_report(worker_id: str, info: Mapping[str, Any]) -> WorkerReport:

@@ -68,6 +68,9 @@ class JobRead(msgspec.Struct):
     updated_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
+    # What the running task last reported (0..1, and a message); null if it never did.
+    progress: float | None
+    progress_message: str | None
 
     @classmethod
     def from_row(cls, row: BackgroundJob) -> JobRead:

@@ -1,0 +1,177 @@
+"""Job events for the API's streams: each status or progress change a row took, published to a
+Redis Stream per queue by the process that wrote it.
+
+The recorder publishes what a batch changed once the batch is committed, so an event never
+announces a change the table does not hold yet. Every process (workers, and the API for its
+aborts) feeds the same stream; each API process reads it once and fans it out to its clients
+(`app.jobs.event_hub`). The stream's entry id is the event's SSE `id:`, which a client sends
+back as `Last-Event-ID` to resume. The stream keeps about `maxlen` entries: a live view with a
+short memory, not a record (the row is the record).
+
+Publishing never holds up the recorder: events wait in a bounded buffer and go out in one
+pipeline per batch; while Redis cannot take them they are dropped (with a warning), and a
+stream's clients see the rows' later changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import msgspec
+import structlog
+
+from app.jobs.lifecycle import TERMINAL_STATUSES, JobStatus, MovedRow, Transition
+from app.jobs.progress import ProgressUpdate
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+log = structlog.get_logger(__name__)
+
+STATUS, PROGRESS = "status", "progress"  # the SSE `event:` of each kind
+FIELD = b"event"  # the stream entry's one field: the event as JSON
+_BUFFER = 10_000  # events waiting for Redis, at most; older ones are dropped first
+
+
+def stream_key(queue_name: str) -> str:
+    return f"tracked-jobs:{queue_name}:events"
+
+
+class JobEvent(msgspec.Struct, omit_defaults=True):
+    """One change of a job's row, as the streams send it (no arguments, no result)."""
+
+    kind: str  # STATUS or PROGRESS
+    job_id: UUID
+    status: JobStatus
+    attempt: int
+    at: datetime
+    task_name: str | None = None
+    queue: str | None = None
+    user_id: UUID | None = None
+    project_id: UUID | None = None
+    worker_id: str | None = None
+    error: str | None = None
+    progress: float | None = None
+    progress_message: str | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @classmethod
+    def of_transition(cls, transition: Transition, row: MovedRow) -> JobEvent:
+        return cls(
+            kind=STATUS,
+            job_id=transition.job_id,
+            status=transition.status,
+            attempt=transition.attempt,
+            at=datetime.now(UTC),
+            task_name=row.task_name or transition.task,
+            queue=row.queue,
+            user_id=row.user_id,
+            project_id=row.project_id,
+            worker_id=transition.worker_id,
+            error=transition.error,
+        )
+
+    @classmethod
+    def of_progress(cls, update: ProgressUpdate, row: MovedRow) -> JobEvent:
+        return cls(
+            kind=PROGRESS,
+            job_id=update.job_id,
+            status=JobStatus.RUNNING,
+            attempt=update.attempt,
+            at=datetime.now(UTC),
+            task_name=row.task_name,
+            queue=row.queue,
+            user_id=row.user_id,
+            project_id=row.project_id,
+            progress=update.progress,
+            progress_message=update.message,
+        )
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(JobEvent)
+
+
+def encode(event: JobEvent) -> bytes:
+    return _ENCODER.encode(event)
+
+
+def decode(data: bytes) -> JobEvent:
+    return _DECODER.decode(data)
+
+
+class EventPublisher:
+    """Adds the recorder's events to the queue's stream, one pipeline per batch, off its path."""
+
+    def __init__(self, redis: Redis, queue_name: str, *, maxlen: int = 10_000) -> None:
+        self._redis = redis
+        self.key = stream_key(queue_name)
+        self._maxlen = maxlen
+        self._pending: deque[JobEvent] = deque(maxlen=_BUFFER)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+        self._idle = asyncio.Event()  # nothing pending or being sent
+        self._idle.set()
+
+    def publish(self, events: Iterable[JobEvent]) -> None:
+        """Queue events for the stream (no I/O here)."""
+        self._pending.extend(events)
+        if not self._pending:
+            return
+        self._idle.clear()
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="job-events")
+
+    async def publish_now(self, events: list[JobEvent]) -> None:
+        """Send events at once (one pipeline), before what the caller does next; a failure is
+        logged, never raised."""
+        if events:
+            await self._send(events)
+
+    async def close(self, grace: float = 2.0) -> None:
+        """Send what is pending (for at most `grace` seconds), then stop."""
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = [self._pending.popleft() for _ in range(len(self._pending))]
+                if not await self._send(batch):
+                    await asyncio.sleep(0.5)  # do not spin while Redis is away
+            if not self._pending:
+                self._idle.set()
+
+    async def _send(self, batch: list[JobEvent]) -> bool:
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for event in batch:
+                    fields: Any = {FIELD: encode(event)}
+                    pipe.xadd(self.key, fields, maxlen=self._maxlen, approximate=True)
+                await pipe.execute()
+        except Exception as exc:  # a live view: what Redis cannot take now is dropped
+            if not self._failing:
+                log.warning("job events not published", count=len(batch), error=str(exc))
+            self._failing = True
+            return False
+        self._failing = False
+        return True

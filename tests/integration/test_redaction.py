@@ -1,0 +1,96 @@
+"""Sensitive argument and result values, masked for viewers in every job body the API sends
+(one job, the list, a job's event stream) and shown to operators and admins as stored."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from litestar.testing import AsyncTestClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.asgi import create_app
+from app.auth.roles import Role
+from app.jobs.http.redaction import MASK
+from tests.support import Servers
+from tests.support.access import auth_settings, bearer, make_key
+
+ARGUMENTS = {"to": "ann", "PASSWORD": "p", "auth": {"api_key": "k", "scopes": [{"Token": "t"}]}}
+RESULT = {"sent": True, "secret": "s"}
+MASKED_ARGUMENTS = {
+    "to": "ann",
+    "PASSWORD": MASK,
+    "auth": {"api_key": MASK, "scopes": [{"Token": MASK}]},
+}
+
+
+async def stored_job(engine: AsyncEngine, project_id: UUID) -> UUID:
+    job_id = uuid4()
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                """
+                INSERT INTO background_jobs (id, job_id, task_name, queue, status, arguments,
+                    result, errors, attempts, max_attempts, project_id, created_at, updated_at)
+                VALUES (gen_random_uuid(), :job_id, 'send_mail', 'q', 'complete',
+                    CAST(:arguments AS jsonb), CAST(:result AS jsonb), '[]'::jsonb, 1, 1,
+                    :project_id, now(), now())
+                """
+            ),
+            {
+                "job_id": job_id,
+                "arguments": json.dumps(ARGUMENTS),
+                "result": json.dumps(RESULT),
+                "project_id": project_id,
+            },
+        )
+    return job_id
+
+
+@pytest.fixture
+async def world(
+    database_url: str, servers: Servers, engine: AsyncEngine
+) -> AsyncIterator[tuple[AsyncTestClient[Any], dict[str, str], UUID]]:
+    settings = auth_settings(database_url, servers.redis_url)
+    project = uuid4()
+    keys = {
+        "viewer": (await make_key(engine, Role.VIEWER))[1],
+        "scoped viewer": (await make_key(engine, Role.VIEWER, project))[1],
+        "operator": (await make_key(engine, Role.OPERATOR))[1],
+        "admin": (await make_key(engine, Role.ADMIN))[1],
+    }
+    job_id = await stored_job(engine, project)
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        yield client, keys, job_id
+
+
+def event_stream_job(body: str) -> dict[str, Any]:
+    """The `event: job` message's data: the stream's first message."""
+    lines = body.splitlines()
+    assert lines[lines.index("event: job") + 1].startswith("data: ")
+    return json.loads(lines[lines.index("event: job") + 1].removeprefix("data: "))
+
+
+@pytest.mark.parametrize(
+    ("who", "masked"),
+    [("viewer", True), ("scoped viewer", True), ("operator", False), ("admin", False)],
+)
+async def test_viewers_see_sensitive_values_masked_everywhere_and_others_as_stored(
+    world: tuple[AsyncTestClient[Any], dict[str, str], UUID], who: str, masked: bool
+) -> None:
+    client, keys, job_id = world
+    headers = bearer(keys[who])
+    expected = (MASKED_ARGUMENTS, {"sent": True, "secret": MASK}) if masked else (ARGUMENTS, RESULT)
+
+    one = (await client.get(f"/api/v1/jobs/{job_id}", headers=headers)).json()
+    listed = (await client.get("/api/v1/jobs?task_name=send_mail", headers=headers)).json()
+    streamed = await client.get(f"/api/v1/jobs/{job_id}/events", headers=headers)
+    assert streamed.status_code == 200
+    in_stream = event_stream_job(streamed.text)  # the job has ended: the stream ends at once
+
+    for shown in (one, listed["items"][0], in_stream):
+        assert (shown["arguments"], shown["result"]) == expected
