@@ -24,7 +24,7 @@ from app.auth.cli import KeysCli
 from app.auth.guard import AccessControl, Authenticator
 from app.auth.http import AuditController, KeyController, access_dependencies
 from app.auth.saq_web import SaqWebRoles
-from app.config import Settings, logging_config, sqlalchemy_config
+from app.config import Settings, sqlalchemy_config
 from app.db.connection import HeldConnection, autocommit_sessions
 from app.jobs.event_hub import EventHub
 from app.jobs.events import EventPublisher, stream_key
@@ -42,6 +42,7 @@ from app.jobs.queue import TrackedQueue
 from app.jobs.reconciler import Reconciler
 from app.jobs.recorder import LifecycleRecorder
 from app.jobs.registry import TaskRegistry
+from app.logs import logging_config
 from app.ops.collector import JobsCollector
 from app.ops.http import Operations, ScrapeAccess
 from app.ops.probes import Probes
@@ -173,7 +174,7 @@ def create_app(settings: Settings | None = None, registry: TaskRegistry = REGIST
             ),
         },
         exception_handlers=exception_handlers(),
-        logging_config=logging_config(settings),
+        logging_config=logging_config(settings.log_level, settings.log_json),
         openapi_config=openapi_config(title="Tracked background jobs", version="0.1.0"),
         middleware=[RedirectToTrailingSlash(queues.web_path)] if queues.web_enabled else [],
         request_max_body_size=settings.max_request_body,

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import structlog
 
-from app.config import Settings, SettingsError, _IsoTimeStamper
+from app.config import Settings, SettingsError
+from app.logs import _IsoTimeStamper
 
 
 def test_defaults_match_the_compose_services() -> None:
