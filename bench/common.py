@@ -20,6 +20,9 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.asyncio import from_url as redis_from_url
 
+# The bootstrap admin key of the benchmark's API (a throwaway server of its own).
+BENCH_API_KEY = "bench-" + "k" * 40
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -241,8 +244,9 @@ class Bench:
             "WORKER_SHUTDOWN_GRACE_PERIOD": "0",
             "LOG_JSON": "true",
             "PYTHONUNBUFFERED": "1",
-            # The load generators send no key yet: open mode (docs/security.md).
-            "AUTH_DISABLED": "true",
+            # Access checks on, as shipped: every load generator sends this key.
+            "AUTH_DISABLED": "false",
+            "ADMIN_API_KEY": BENCH_API_KEY,
             **extra,
         }
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.app import GC_PATH
-from bench.common import Bench, Child, percentile, rounded
+from bench.common import BENCH_API_KEY, Bench, Child, percentile, rounded
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,10 @@ def _lua_string(value: str) -> str:
 
 
 def _wrk_script(requests: Sequence[Request]) -> str:
-    headers = '{["Content-Type"] = "application/json"}'
+    headers = (
+        '{["Content-Type"] = "application/json", '
+        f'["Authorization"] = {_lua_string("Bearer " + BENCH_API_KEY)}}}'
+    )
     formatted = ", ".join(
         f"wrk.format({_lua_string(r.method)}, {_lua_string(r.path)}, {headers}, "
         f"{_lua_string(r.body.decode()) if r.body else 'nil'})"
@@ -192,7 +195,8 @@ class HttpConnection:
         assert self._reader is not None
         head = (
             f"{req.method} {req.path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(req.body)}\r\n\r\n"
+            f"Content-Type: application/json\r\nAuthorization: Bearer {BENCH_API_KEY}\r\n"
+            f"Content-Length: {len(req.body)}\r\n\r\n"
         )
         self._writer.write(head.encode() + req.body)
         await self._writer.drain()
