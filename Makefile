@@ -10,7 +10,7 @@ LITESTAR := $(RUN) litestar --app app.asgi:create_app
 .PHONY: help install system-deps dev up down migrate test lint format bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F '\t' '{printf "  %-12s %s\n", $$1, $$2}'
 
 install: ## install the Python dependencies into .venv (uv, locked)
 	$(UV) sync --locked
@@ -18,10 +18,10 @@ install: ## install the Python dependencies into .venv (uv, locked)
 system-deps: ## install the PostgreSQL and Redis server packages if missing (root on Debian/Ubuntu)
 	scripts/install-system-deps.sh
 
-dev: install system-deps ## run PostgreSQL, Redis, migrations, the API on :8000 and a worker, natively
+dev: install system-deps ## run PostgreSQL, Redis, the migrations, the API on 127.0.0.1:8000 and a worker, natively (open mode: no API key)
 	$(RUN) python scripts/dev.py
 
-up: ## run everything in Docker: docker compose up --build
+up: ## the same in Docker: docker compose up --build (open mode unless .env sets ADMIN_API_KEY)
 	docker compose up --build
 
 down: ## stop the Docker services

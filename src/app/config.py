@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,7 +30,7 @@ class SettingsError(ValueError):
 Number = TypeVar("Number", int, float)
 
 
-def _env_number(env: dict[str, str], name: str, default: Number, minimum: int = 0) -> Number:
+def _env_number(env: Mapping[str, str], name: str, default: Number, minimum: int = 0) -> Number:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -44,7 +45,7 @@ def _env_number(env: dict[str, str], name: str, default: Number, minimum: int = 
     return value
 
 
-def _env_bool(env: dict[str, str], name: str, default: bool) -> bool:
+def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -59,7 +60,7 @@ def _env_bool(env: dict[str, str], name: str, default: bool) -> bool:
 ADMIN_API_KEY_MIN_LENGTH = 32
 
 
-def _admin_key_digest(env: dict[str, str]) -> str | None:
+def _admin_key_digest(env: Mapping[str, str]) -> str | None:
     """SHA-256 of ADMIN_API_KEY, as `app.auth.keys.digest` spells it: the plaintext is not kept."""
     key = env.get("ADMIN_API_KEY") or ""
     if not key:
@@ -71,7 +72,7 @@ def _admin_key_digest(env: dict[str, str]) -> str | None:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _metrics_token_digest(env: dict[str, str]) -> str | None:
+def _metrics_token_digest(env: Mapping[str, str]) -> str | None:
     """SHA-256 of METRICS_TOKEN, the scrape's bearer token: the plaintext is not kept."""
     token = env.get("METRICS_TOKEN") or ""
     if not token:
@@ -84,7 +85,7 @@ def _metrics_token_digest(env: dict[str, str]) -> str | None:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _env_keys(env: dict[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+def _env_keys(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     """A comma-separated list of keys, lower-cased; `-` alone names none."""
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -142,8 +143,9 @@ class Settings:
     events_stream_maxlen: int = 10_000  # events the Redis Stream keeps for resuming, about
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        env = dict(os.environ if environ is None else environ)
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings from `environ` (the process's environment if None), which is only read."""
+        env = os.environ if environ is None else environ
         defaults = cls()
         log_level = env.get("LOG_LEVEL", defaults.log_level).upper()
         if log_level not in logging.getLevelNamesMapping():
@@ -218,7 +220,7 @@ def sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
         connection_string=settings.database_url,
         engine_config=EngineConfig(**settings.engine_options()),
         session_config=AsyncSessionConfig(expire_on_commit=False),
-        # A request's own session (only /health uses one) ends with its response.
+        # A request's own session (only /ready uses one) ends with its response.
         before_send_handler="autocommit",
         alembic_config=AlembicAsyncConfig(script_location=str(settings.migrations_path)),
         create_all=False,

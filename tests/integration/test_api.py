@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.asgi import create_app
+from app.auth.roles import OPEN_MODE_ACTOR
 from app.config import Settings
 from app.db.models import BackgroundJob
 from app.jobs.http.schemas import WITHOUT_NUL
@@ -77,6 +78,9 @@ async def test_a_job_can_be_read_back_by_its_id(client: AsyncTestClient[Any]) ->
     assert (job["status"], job["attempts"]) == ("queued", 0)
     assert (job["result"], job["error"], job["started_at"], job["completed_at"]) == (None,) * 4
     assert job["created_at"]
+    # Who asked (open mode here), and no SAQ key or schedule of its own: the outbox made it.
+    assert job["enqueued_by"] == OPEN_MODE_ACTOR
+    assert (job["job_key"], job["cron"], job["scheduled_at"]) == (None, None, None)
 
 
 async def test_an_unknown_job_id_is_404_and_a_malformed_one_400(

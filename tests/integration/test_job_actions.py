@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.asgi import Parts, create_app
 from app.config import Settings
 from app.db.models import JobAction
-from app.jobs.lifecycle import RETRY_ENDED, JobStatus, Transition, retry_parameters
+from app.jobs.lifecycle import JobStatus, Transition
+from app.jobs.lifecycle_sql import RETRY_ENDED, retry_parameters
 from app.jobs.outbox import Enqueuer
 from app.jobs.queue import TrackedQueue
 from app.jobs.reconciler import Reconciler

@@ -22,10 +22,10 @@ from app.jobs.lifecycle import (
     JobStatus,
     Transition,
     UntrackedJobError,
-    apply_transitions,
     row_id_of,
     to_json,
 )
+from app.jobs.lifecycle_sql import apply_transitions
 from app.jobs.outbox import Enqueuer
 from app.jobs.queue import TrackedQueue
 from app.jobs.reconciler import Action, decide

@@ -20,12 +20,12 @@ from app.jobs.lifecycle import (
     UNFINISHED_STATUSES,
     JobStatus,
     Transition,
-    apply_transitions,
     can_move,
     fold,
     from_saq,
     status_in,
 )
+from app.jobs.lifecycle_sql import apply_transitions
 from tests.unit.in_memory import InMemoryConnection
 
 QUEUED, RUNNING, COMPLETE, FAILED, ABORTED = JobStatus

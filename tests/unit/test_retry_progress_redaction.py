@@ -15,13 +15,8 @@ from app.auth.roles import Principal, Role
 from app.db.models import BackgroundJob
 from app.jobs.http.redaction import MASK, Redactor
 from app.jobs.http.schemas import JobRead
-from app.jobs.lifecycle import (
-    MANUAL_RETRIES,
-    JobStatus,
-    Transition,
-    apply_transitions,
-    fold,
-)
+from app.jobs.lifecycle import MANUAL_RETRIES, JobStatus, Transition, fold
+from app.jobs.lifecycle_sql import apply_transitions
 from app.jobs.progress import PROGRESS_MESSAGE, ProgressUpdate, apply_progress, clamped
 from app.jobs.reconciler import Action, decide
 from app.jobs.recorder import LifecycleRecorder
@@ -103,7 +98,8 @@ def job_read(arguments: dict[str, Any], result: Any) -> JobRead:
     return JobRead(
         job_id=uuid4(), task_name="t", queue="q", status=JobStatus.COMPLETE, arguments=arguments,
         result=result, error=None, traceback=None, errors=[], attempts=1, max_attempts=1,
-        user_id=None, project_id=None, worker_id=None, created_at=now, updated_at=now,
+        user_id=None, project_id=None, worker_id=None, enqueued_by=None, job_key=None,
+        cron=None, scheduled_at=None, created_at=now, updated_at=now,
         started_at=now, completed_at=now, progress=None, progress_message=None,
     )  # fmt: skip
 

@@ -21,14 +21,8 @@ from sqlalchemy import select, union_all
 
 from app.db.models import BackgroundJob
 from app.jobs.events import STATUS, JobEvent
-from app.jobs.lifecycle import (
-    RETRY_ENDED,
-    RETRYABLE_STATUSES,
-    UNFINISHED_STATUSES,
-    JobStatus,
-    retry_parameters,
-    row_id_of,
-)
+from app.jobs.lifecycle import RETRYABLE_STATUSES, UNFINISHED_STATUSES, JobStatus, row_id_of
+from app.jobs.lifecycle_sql import RETRY_ENDED, retry_parameters
 from app.jobs.queries import indexed_conditions
 from app.jobs.search import JobSearch
 

@@ -26,7 +26,8 @@ from uuid import UUID
 import msgspec
 import structlog
 
-from app.jobs.lifecycle import TERMINAL_STATUSES, JobStatus, MovedRow, Transition
+from app.jobs.lifecycle import TERMINAL_STATUSES, JobStatus, Transition
+from app.jobs.lifecycle_sql import MovedRow
 from app.jobs.progress import ProgressUpdate
 
 if TYPE_CHECKING:

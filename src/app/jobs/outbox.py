@@ -23,7 +23,8 @@ from saq.job import Job as SaqJob
 from sqlalchemy import bindparam, select, text
 
 from app.db.models import BackgroundJob
-from app.jobs.lifecycle import MANUAL_RETRIES, ROW_ID, Execute, JobStatus, to_json
+from app.jobs.lifecycle import MANUAL_RETRIES, ROW_ID, JobStatus, to_json
+from app.jobs.lifecycle_sql import Execute
 from app.jobs.registry import TaskFunction, TaskPolicy, TaskRegistry, UnknownTaskError
 
 if TYPE_CHECKING:

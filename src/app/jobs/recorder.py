@@ -21,7 +21,8 @@ from uuid import UUID
 import structlog
 
 from app.jobs.events import JobEvent
-from app.jobs.lifecycle import JobStatus, Transition, write_transitions
+from app.jobs.lifecycle import JobStatus, Transition
+from app.jobs.lifecycle_sql import write_transitions
 from app.jobs.progress import ProgressUpdate, apply_progress
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 Reads go through its advanced-alchemy repository and filters. Writes go where they are
 cheapest: new rows through the outbox (`Enqueuer`), transitions through the guarded UPDATE
-of `lifecycle.py`, which the queue's recorder also uses.
+of `lifecycle_sql.py`, which the queue's recorder also uses.
 """
 
 from __future__ import annotations
@@ -19,13 +19,8 @@ from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import ColumnElement, Executable, Row, RowMapping, tuple_
 
 from app.db.models import BackgroundJob
-from app.jobs.lifecycle import (
-    TERMINAL_STATUSES,
-    UNFINISHED_STATUSES,
-    Transition,
-    apply_transitions,
-    row_id_of,
-)
+from app.jobs.lifecycle import TERMINAL_STATUSES, UNFINISHED_STATUSES, Transition, row_id_of
+from app.jobs.lifecycle_sql import apply_transitions
 from app.jobs.queries import (
     TOTAL,
     ListedPage,

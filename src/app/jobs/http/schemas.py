@@ -64,6 +64,14 @@ class JobRead(msgspec.Struct):
     user_id: UUID | None
     project_id: UUID | None
     worker_id: str | None
+    # Who triggered it: an API key's display prefix, `bootstrap`, or open mode's actor
+    # (docs/security.md); null for jobs the API did not enqueue.
+    enqueued_by: str | None
+    # Set for a job the outbox did not make: SAQ's key (`cron:<function>` for a cron run),
+    # its schedule, and the time it was due.
+    job_key: str | None
+    cron: str | None
+    scheduled_at: datetime | None
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
