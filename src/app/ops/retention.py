@@ -37,23 +37,27 @@ PAUSE = 0.05  # seconds between two batches: other writers get the table in betw
 _ENDED = status_in(TERMINAL_STATUSES)
 # The oldest ended rows first, through the partial index on updated_at of ended rows.
 # SKIP LOCKED: a row another transaction is changing (a retry) is left for the next run,
-# and the outer status test is checked again on the row as it is once locked.
+# and the status test is checked again on the row as it is once locked. The batch is a
+# MATERIALIZED CTE: as an IN (subquery) the planner may rescan it and delete past LIMIT.
 _DELETE_JOBS = text(
     f"""
-    DELETE FROM background_jobs WHERE id IN (
+    WITH doomed AS MATERIALIZED (
         SELECT id FROM background_jobs
         WHERE {_ENDED} AND updated_at < :cutoff
         ORDER BY updated_at
         LIMIT :batch
         FOR UPDATE SKIP LOCKED
-    ) AND {_ENDED}
+    )
+    DELETE FROM background_jobs AS b USING doomed
+    WHERE b.id = doomed.id AND b.{_ENDED}
     """  # noqa: S608 - built from the lifecycle's statuses only
 )
 _DELETE_AUDIT = text(
     """
-    DELETE FROM job_actions WHERE id IN (
+    WITH doomed AS MATERIALIZED (
         SELECT id FROM job_actions WHERE at < :cutoff ORDER BY at LIMIT :batch
     )
+    DELETE FROM job_actions AS a USING doomed WHERE a.id = doomed.id
     """
 )
 
