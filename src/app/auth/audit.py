@@ -8,13 +8,17 @@ transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import structlog
+from litestar.exceptions import ClientException, PermissionDeniedException
+from litestar.status_codes import HTTP_409_CONFLICT
 from sqlalchemy import select
 
 from app.db.models import JobAction
@@ -71,11 +75,57 @@ def action_row(
     )
 
 
+@dataclass
+class AuditEntry:
+    """What an action's audit row will say; the action fills it in as it goes."""
+
+    job_ids: list[UUID] = field(default_factory=list)
+    filter: Mapping[str, Any] | None = None
+    count: int | None = None
+    detail: str | None = None
+
+
 class AuditLog:
     """Writes and reads `job_actions`, each call in a short session of its own."""
 
     def __init__(self, sessions: Callable[[], AsyncSession]) -> None:
         self._sessions = sessions
+
+    @contextlib.asynccontextmanager
+    async def recording(
+        self,
+        principal: Principal,
+        action: AuditAction,
+        *,
+        job_ids: Iterable[UUID] = (),
+        conflicts: tuple[type[Exception], ...] = (),
+    ) -> AsyncIterator[AuditEntry]:
+        """One audit row for the action in the block, however it ends: `ok`, `forbidden` on
+        a 403, `conflict` (answered 409 with its reason) on one of `conflicts`, else `failed`."""
+        entry, outcome = AuditEntry(job_ids=list(job_ids)), Outcome.FAILED
+        try:
+            yield entry
+            outcome = Outcome.OK
+        except PermissionDeniedException:
+            outcome = Outcome.FORBIDDEN
+            raise
+        except conflicts as exc:
+            outcome, entry.detail = Outcome.CONFLICT, str(exc)
+            # Litestar's own 4xx: logged as a client error, not with a traceback.
+            raise ClientException(detail=str(exc), status_code=HTTP_409_CONFLICT) from None
+        except Exception as exc:
+            entry.detail = type(exc).__name__
+            raise
+        finally:
+            await self.record(
+                principal,
+                action,
+                job_ids=entry.job_ids,
+                filter=entry.filter,
+                count=entry.count,
+                outcome=outcome,
+                detail=entry.detail,
+            )
 
     async def record(
         self,

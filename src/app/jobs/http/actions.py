@@ -10,13 +10,13 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, post
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
+from litestar.exceptions import NotFoundException, ValidationException
 from litestar.openapi.spec import Example
 from litestar.params import Body
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.audit import AuditAction, AuditLog, Outcome
+from app.auth.audit import AuditAction, AuditLog
 from app.auth.guard import BEARER, forbid_other_project, project_in_scope, role
 from app.auth.roles import Principal, Role
 from app.http_common.responses import errors
@@ -31,7 +31,7 @@ from app.jobs.http.action_schemas import (
     BulkResult,
     JobRetryAccepted,
 )
-from app.jobs.http.controllers import JobIdPath, _parse_job_id, conflict
+from app.jobs.http.controllers import JobIdPath, _parse_job_id
 from app.jobs.http.listing_schemas import success
 from app.jobs.lifecycle import RETRYABLE_STATUSES, UNFINISHED_STATUSES
 from app.jobs.outbox import Enqueuer
@@ -88,28 +88,16 @@ class JobActionController(Controller):
         found = await job_actions.find([wanted])
         if not found:
             raise NotFoundException(detail=f"no job with job_id {wanted}")
-        outcome, detail = Outcome.FAILED, None
-        try:
+        async with audit.recording(
+            principal, AuditAction.RETRY, job_ids=[wanted], conflicts=(JobNotRetryableError,)
+        ) as entry:
             forbid_other_project(principal, found[0].project_id)
             retried = await job_actions.retry([wanted], principal.actor)
             if not retried.job_ids:
                 raise JobNotRetryableError(
                     f"job {wanted} is {found[0].status}: only failed or aborted jobs are retried"
                 )
-            outcome, detail = Outcome.OK, None if retried.enqueued else QUEUE_LATER
-        except PermissionDeniedException:
-            outcome = Outcome.FORBIDDEN
-            raise
-        except JobNotRetryableError as exc:
-            outcome, detail = Outcome.CONFLICT, str(exc)
-            raise conflict(exc) from None
-        except Exception as exc:
-            detail = type(exc).__name__
-            raise
-        finally:
-            await audit.record(
-                principal, AuditAction.RETRY, job_ids=[wanted], outcome=outcome, detail=detail
-            )
+            entry.detail = None if retried.enqueued else QUEUE_LATER
         return JobRetryAccepted(message="job queued again", job_id=wanted)
 
     @post(
@@ -165,14 +153,12 @@ async def _bulk(
     if (data.job_ids is UNSET) == (data.filter is UNSET):
         raise ValidationException(detail="send either job_ids or filter, not both or neither")
     asked_ids = list(dict.fromkeys(data.job_ids)) if data.job_ids is not UNSET else []
-    recorded_filter: dict[str, Any] | None = None
-    acted: list[Any] = []
-    outcome, detail = Outcome.FAILED, None
-    try:
+    async with audit.recording(principal, action, job_ids=asked_ids) as entry:
+        entry.count = 0  # acted on, until the action says otherwise
         if data.filter is not UNSET:
             until = data.filter.window_end(datetime.now(UTC))
             asked = None if data.filter.project_id is UNSET else data.filter.project_id
-            recorded_filter = {
+            entry.filter = {
                 **msgspec.to_builtins(data.filter),
                 "created_before": until.isoformat(),
             }
@@ -187,6 +173,9 @@ async def _bulk(
             for job in jobs:
                 forbid_other_project(principal, job.project_id)
         acted = await _act(action, jobs, job_actions, principal)
+        if entry.filter is not None:
+            entry.job_ids = acted
+        entry.count = len(acted)
         not_found = len(asked_ids) - len(jobs) if data.job_ids is not UNSET else 0
         result = BulkResult(
             action="retry" if action is AuditAction.BULK_RETRY else "cancel",
@@ -198,27 +187,10 @@ async def _bulk(
             job_ids=acted,
             created_before=until,
         )
-        outcome = Outcome.OK
-        detail = f"matched {result.matched}, skipped {result.skipped}, not found {not_found}"
+        entry.detail = f"matched {result.matched}, skipped {result.skipped}, not found {not_found}"
         if more:
-            detail += f", more than {BULK_LIMIT:,} matched"
-        return result
-    except PermissionDeniedException:
-        outcome = Outcome.FORBIDDEN
-        raise
-    except Exception as exc:
-        detail = type(exc).__name__
-        raise
-    finally:
-        await audit.record(
-            principal,
-            action,
-            job_ids=acted if recorded_filter is not None else asked_ids,
-            filter=recorded_filter,
-            count=len(acted),
-            outcome=outcome,
-            detail=detail,
-        )
+            entry.detail += f", more than {BULK_LIMIT:,} matched"
+    return result
 
 
 async def _act(

@@ -16,14 +16,13 @@ from litestar.di import NamedDependency
 from litestar.exceptions import (
     ClientException,
     NotFoundException,
-    PermissionDeniedException,
     ValidationException,
 )
 from litestar.openapi.spec import Example, OpenAPIFormat
 from litestar.params import Body, HeaderParameter, PathParameter
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT
 
-from app.auth.audit import AuditAction, AuditLog, Outcome
+from app.auth.audit import AuditAction, AuditLog
 from app.auth.guard import BEARER, forbid_other_project, project_in_scope, role
 from app.auth.roles import Principal, Role
 from app.db.models import BackgroundJob
@@ -186,22 +185,12 @@ class JobController(Controller):
     ) -> JobCancelRequested:
         """Abort a job that is queued or running; the row ends `aborted`. Ended jobs: 409."""
         row = await _find_job(jobs_service, _parse_job_id(job_id))
-        outcome, detail = Outcome.FAILED, None
-        try:
+        async with audit.recording(
+            principal,
+            AuditAction.CANCEL,
+            job_ids=[row.job_id],
+            conflicts=(JobAlreadyFinishedError,),
+        ):
             forbid_other_project(principal, row.project_id)
             await jobs_service.cancel(row, reason="cancelled by API request")
-            outcome = Outcome.OK
-        except PermissionDeniedException:
-            outcome = Outcome.FORBIDDEN
-            raise
-        except JobAlreadyFinishedError as exc:
-            outcome, detail = Outcome.CONFLICT, str(exc)
-            raise conflict(exc) from None
-        except Exception as exc:
-            detail = type(exc).__name__
-            raise
-        finally:
-            await audit.record(
-                principal, AuditAction.CANCEL, job_ids=[row.job_id], outcome=outcome, detail=detail
-            )
         return JobCancelRequested(message="cancellation requested", job_id=row.job_id)
