@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -151,16 +150,8 @@ def _as_model(columns: Any) -> BackgroundJob:
 
 
 def _retried_event(row: BackgroundJob) -> JobEvent:
-    return JobEvent(
-        kind=STATUS,
-        job_id=row.job_id,
-        status=JobStatus.QUEUED,
-        attempt=row.attempts,
-        at=datetime.now(UTC),
-        task_name=row.task_name,
-        queue=row.queue,
-        user_id=row.user_id,
-        project_id=row.project_id,
+    return JobEvent.about(
+        row, kind=STATUS, job_id=row.job_id, status=JobStatus.QUEUED, attempt=row.attempts
     )
 
 

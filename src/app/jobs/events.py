@@ -66,33 +66,52 @@ class JobEvent(msgspec.Struct, omit_defaults=True):
         return self.status in TERMINAL_STATUSES
 
     @classmethod
-    def of_transition(cls, transition: Transition, row: MovedRow) -> JobEvent:
+    def about(
+        cls,
+        row: Any,
+        *,
+        kind: str,
+        job_id: UUID,
+        status: JobStatus,
+        attempt: int,
+        task_name: str | None = None,
+        **details: Any,
+    ) -> JobEvent:
+        """An event of `row`'s job (a `MovedRow` or a `BackgroundJob`: what filters need)."""
         return cls(
+            kind=kind,
+            job_id=job_id,
+            status=status,
+            attempt=attempt,
+            at=datetime.now(UTC),
+            task_name=row.task_name or task_name,
+            queue=row.queue,
+            user_id=row.user_id,
+            project_id=row.project_id,
+            **details,
+        )
+
+    @classmethod
+    def of_transition(cls, transition: Transition, row: MovedRow) -> JobEvent:
+        return cls.about(
+            row,
             kind=STATUS,
             job_id=transition.job_id,
             status=transition.status,
             attempt=transition.attempt,
-            at=datetime.now(UTC),
-            task_name=row.task_name or transition.task,
-            queue=row.queue,
-            user_id=row.user_id,
-            project_id=row.project_id,
+            task_name=transition.task,
             worker_id=transition.worker_id,
             error=transition.error,
         )
 
     @classmethod
     def of_progress(cls, update: ProgressUpdate, row: MovedRow) -> JobEvent:
-        return cls(
+        return cls.about(
+            row,
             kind=PROGRESS,
             job_id=update.job_id,
             status=JobStatus.RUNNING,
             attempt=update.attempt,
-            at=datetime.now(UTC),
-            task_name=row.task_name,
-            queue=row.queue,
-            user_id=row.user_id,
-            project_id=row.project_id,
             progress=update.progress,
             progress_message=update.message,
         )
