@@ -22,6 +22,13 @@ from advanced_alchemy.extensions.litestar import (
 # The project root holds db/migrations; src/app/config.py is two folders below it.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
+# Every connection of the process plans without sorts and without JIT. The job list's
+# pages come from index scans in the list's order, and a sort would read every matching
+# row first (app.jobs.queries); JIT only slows statements this short. Set when a
+# connection opens, a page needs no transaction to set them: one round trip per page.
+# A statement with no sortless plan still sorts: only the choice between plans changes.
+PLANNER_SETTINGS = (("enable_sort", "off"), ("jit", "off"))
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value the service cannot use."""
@@ -85,6 +92,19 @@ def _metrics_token_digest(env: Mapping[str, str]) -> str | None:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _session_secret(env: Mapping[str, str]) -> str | None:
+    """SESSION_SECRET, shared by the API processes so that a session works in each."""
+    secret = env.get("SESSION_SECRET") or ""
+    if not secret:
+        return None
+    if len(secret) < ADMIN_API_KEY_MIN_LENGTH:
+        raise SettingsError(
+            f"SESSION_SECRET must be at least {ADMIN_API_KEY_MIN_LENGTH} characters, "
+            f"got {len(secret)}"
+        )
+    return secret
+
+
 def _env_keys(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     """A comma-separated list of keys, lower-cased; `-` alone names none."""
     raw = env.get(name)
@@ -141,6 +161,9 @@ class Settings:
     events_heartbeat: float = 15.0  # seconds between two heartbeat comments of a stream
     events_max_stream: float = 3600.0  # seconds a stream lasts before the client reconnects
     events_stream_maxlen: int = 10_000  # events the Redis Stream keeps for resuming, about
+    # Signs the monitor's session cookies and CSRF tokens (docs/security.md); None: a random
+    # secret per process (sessions end when it restarts, and are not shared between processes).
+    session_secret: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -200,6 +223,7 @@ class Settings:
             events_stream_maxlen=_env_number(
                 env, "EVENTS_STREAM_MAXLEN", defaults.events_stream_maxlen, minimum=100
             ),
+            session_secret=_session_secret(env),
         )
 
     @property
@@ -212,6 +236,7 @@ class Settings:
             "pool_size": self.db_pool_size,
             "max_overflow": self.db_pool_size,
             "pool_pre_ping": True,
+            "connect_args": {"server_settings": dict(PLANNER_SETTINGS)},
         }
 
 

@@ -2,11 +2,11 @@
 index scan in the list's order: `EXPLAIN` shows no sort, no sequential or bitmap scan, and a
 count that stops (a `Limit` under it).
 
-The plans are those of the statements the service runs, in a transaction set up as the
-service begins it (`begin_page`), on a throwaway database whose
-table looks like a busy month: skewed tasks and queues, a rare task and queue, 1,000 users,
-100 projects, 20 workers, a few percent failed or aborted with an error, and the newest 200
-rows still queued or running.
+The plans are those of the statements the service runs, on a connection opened with the
+app's own engine options (`Settings.engine_options`: no sorts, no JIT), on a throwaway
+database whose table looks like a busy month: skewed tasks and queues, a rare task and
+queue, 1,000 users, 100 projects, 20 workers, a few percent failed or aborted with an error,
+and the newest 200 rows still queued or running.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from app.config import Settings
-from app.jobs.queries import begin_page, count_statement, page_statement
+from app.jobs.queries import count_statement, page_statement
 from app.jobs.search import JobSearch, Position, parse_q
 from tests.support import Servers, create_database, drop_database, migrate
 
@@ -153,7 +153,8 @@ async def table(servers: Servers) -> AsyncIterator[AsyncEngine]:
     name = create_database(servers)
     url = servers.database_url(name)
     migrate(url)
-    engine = create_async_engine(Settings.from_env({"DATABASE_URL": url}).database_url)
+    settings = Settings.from_env({"DATABASE_URL": url})
+    engine = create_async_engine(settings.database_url, **settings.engine_options())
     async with engine.begin() as connection:
         await connection.execute(text(_GENERATE), {"rows": ROWS})
     async with engine.connect() as connection:
@@ -167,7 +168,6 @@ async def table(servers: Servers) -> AsyncIterator[AsyncEngine]:
 async def plan_of(engine: AsyncEngine, statement: Any) -> list[dict[str, Any]]:
     """The plan's nodes, planned as the service plans a page."""
     async with AsyncSession(engine) as session:
-        await begin_page(session)
         explained = (await session.execute(Explain(statement))).scalar_one()
     document = explained if isinstance(explained, list) else json.loads(explained)
     return list(nodes(document[0]["Plan"]))

@@ -4,8 +4,8 @@ Every page is ordered `created_at DESC, id DESC` and continues after a position 
 so the database reads only the rows of the page, never the rows before it. Each filter the
 API offers has an index that starts with its column and ends with `(created_at, id)`
 (`BackgroundJob`'s table args), so an index scan returns the page already in order. The
-page's transaction forbids the planner to sort (`PLANNER_SETTINGS`): a sort would read
-every matching row first, which is what makes job lists fall over at a million rows.
+process's connections plan without sorts (`app.config.PLANNER_SETTINGS`): a sort would
+read every matching row first, which is what makes job lists fall over at a million rows.
 Several statuses are one index scan per status, merged (`Merge Append`), because an index
 returns one status's rows in order, not several statuses' together.
 """
@@ -27,33 +27,18 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    text,
     tuple_,
     union_all,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import BackgroundJob
 from app.jobs.search import SCAN_LIMIT, JobSearch, Position
 
 TOTAL_LIMIT = 1_000  # a list counts its rows up to here, then says "more than"
-# Set at the start of a page's transaction: no sort (every filter has an index that returns
-# rows in the list's order), and no JIT compilation, which only slows statements this short.
-PLANNER_SETTINGS = text(
-    "SELECT set_config('enable_sort', 'off', true), set_config('jit', 'off', true)"
-)
-# A page's transaction: its statements see one snapshot and write nothing.
-_PAGE_TRANSACTION = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
 
 JOBS = BackgroundJob.__table__
 MATCHED, EXAMINED, MATCHED_SO_FAR, TOTAL = "_matched", "_examined", "_matched_so_far", "_total"
-
-
-async def begin_page(session: AsyncSession) -> None:
-    """Start the transaction a page is read in (`session` must not have begun one)."""
-    await session.connection(execution_options=_PAGE_TRANSACTION)
-    await session.execute(PLANNER_SETTINGS)
 
 
 def _like(value: str) -> str:

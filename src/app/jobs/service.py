@@ -24,7 +24,6 @@ from app.jobs.lifecycle_sql import apply_transitions
 from app.jobs.queries import (
     TOTAL,
     ListedPage,
-    begin_page,
     capped_total,
     count_statement,
     page_statement,
@@ -121,15 +120,14 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
     ) -> ListedPage:
         """A page of the list, newest first (`created_at DESC, id DESC`), after `after`.
 
-        One read-only transaction whose planner may not sort (`begin_page`): each page
-        comes from an index scan in the list's order, with its capped count in the same
-        statement, as plain column values rather than ORM objects (docs/benchmarks.md).
+        One statement, whose planner may not sort (`app.config.PLANNER_SETTINGS`): each
+        page comes from an index scan in the list's order, with its capped count, as plain
+        column values rather than ORM objects (docs/benchmarks.md).
         """
         if search.matches_nothing:
             return ListedPage([], None, 0, True)
         statement = page_statement(search, after=after, limit=limit, offset=offset)
         async with self._unit_of_work() as session:
-            await begin_page(session)
             found = list((await session.execute(statement)).mappings())
             total: tuple[int | None, bool] = (None, False)
             if not search.scans_text:
