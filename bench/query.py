@@ -11,7 +11,8 @@ run builds the same table.
 The list requests cycle over what an operator asks: a user's complete jobs,
 first page and the next one through its `next_cursor`; failed or aborted jobs of a task; a
 project's jobs in a one-day window; a worker's jobs with an error; a `q` search of a task's
-failures. Each read runs at BENCH_QUERY_CONNECTIONS (8) clients, the figure held to the
+failures. The monitor's jobs page (`/monitor`) is read for each filter its UI offers
+(`monitor_*`). Each read runs at BENCH_QUERY_CONNECTIONS (8) clients, the figure held to the
 target, and once more with a single client: the same read with no queue in front of the one
 API process.
 """
@@ -131,6 +132,22 @@ async def list_requests(
     return [Request("GET", path) for path in first + second + others]
 
 
+def monitor_requests(users: list[str], projects: list[str], limit: int) -> list[Request]:
+    """The monitor's jobs page (`/monitor`, HTML) for each filter its UI offers: the same
+    index scans as the list, plus its status counts (capped, reused per filter for 10 s)."""
+    paths = ["/monitor", "/monitor?queue=background-jobs"]
+    paths += [f"/monitor?status=complete&user_id={user}" for user in users]
+    for k, project in enumerate(projects):
+        task = TASKS[k % len(TASKS)]
+        paths += [
+            f"/monitor?status=failed,aborted&task_name={task}",
+            f"/monitor?project_id={project}",
+            f"/monitor?worker_id=bench-worker-{k}&has_error=true",
+            "/monitor?q=" + quote(f"task:{task} status:failed"),
+        ]
+    return [Request("GET", f"{path}{'&' if '?' in path else '?'}limit={limit}") for path in paths]
+
+
 async def _load(
     bench: Bench, api: Child, requests: list[Request], seconds: float, connections: int = 0
 ) -> tuple[LoadResult, dict[str, float]]:
@@ -155,17 +172,27 @@ async def run_query(bench: Bench) -> dict[str, Any]:
         # 50 a page; a smoke run's users have too few jobs for two pages of 50.
         limit = 50 if n >= 100_000 else 5
         listing = await list_requests(port, user_ids, project_ids, limit)
+        monitor = monitor_requests(user_ids, project_ids, 50 if n >= 100_000 else 25)
         connection = HttpConnection(port)
         page = json.loads((await connection.request(listing[0]))[1])  # a user's complete jobs
         await connection.close()
-        for requests in (by_id, listing):  # warm-up: pools, caches; not counted
+        for requests in (by_id, listing, monitor):  # warm-up: pools, caches; not counted
             await _load(bench, api, requests, min(2.0, bench.config.query_seconds))
-        runs: dict[str, list[tuple[LoadResult, dict[str, float]]]] = {"get": [], "list": []}
+        runs: dict[str, list[tuple[LoadResult, dict[str, float]]]] = {
+            "get": [],
+            "list": [],
+            "monitor": [],
+        }
         for _ in range(bench.config.pairs):
             runs["get"].append(await _load(bench, api, by_id, bench.config.query_seconds))
             runs["list"].append(await _load(bench, api, listing, bench.config.query_seconds))
+            runs["monitor"].append(await _load(bench, api, monitor, bench.config.query_seconds))
         # One client: what a read costs with no queue in front of it (not held to a target).
-        for name, requests in (("get_1_connection", by_id), ("list_1_connection", listing)):
+        for name, requests in (
+            ("get_1_connection", by_id),
+            ("list_1_connection", listing),
+            ("monitor_1_connection", monitor),
+        ):
             runs[name] = [await _load(bench, api, requests, bench.config.query_seconds, 1)]
         if bench.config.profile:
             profiler = Profiler(bench, "query-list-api")
@@ -193,4 +220,6 @@ async def run_query(bench: Bench) -> dict[str, Any]:
     result["p99_ms"] = max(result["get_p99_ms"], result["list_p99_ms"])
     print(f"  query: get p99 {result['get_p99_ms']} ms, list p99 {result['list_p99_ms']} ms, "
           f"{result['get_req_s']} / {result['list_req_s']} req/s", flush=True)  # fmt: skip
+    print(f"  query: monitor jobs page p99 {result['monitor_p99_ms']} ms, "
+          f"{result['monitor_req_s']} req/s", flush=True)  # fmt: skip
     return result

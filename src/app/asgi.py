@@ -24,6 +24,7 @@ from app.auth.cli import KeysCli
 from app.auth.guard import AccessControl, Authenticator
 from app.auth.http import AuditController, KeyController, access_dependencies
 from app.auth.saq_web import SaqWebRoles
+from app.auth.session import SessionCookies
 from app.config import Settings, sqlalchemy_config
 from app.db.connection import HeldConnection, autocommit_sessions
 from app.jobs.event_hub import EventHub
@@ -43,6 +44,8 @@ from app.jobs.reconciler import Reconciler
 from app.jobs.recorder import LifecycleRecorder
 from app.jobs.registry import TaskRegistry
 from app.logs import logging_config
+from app.monitor.plugin import Monitor
+from app.monitor.security import MONITOR_PATH, session_secret
 from app.ops.collector import JobsCollector
 from app.ops.http import Operations, ScrapeAccess
 from app.ops.probes import Probes
@@ -124,11 +127,14 @@ def create_app(settings: Settings | None = None, registry: TaskRegistry = REGIST
     )
     saq = SAQPlugin(queues)
     # Every route declares the role it needs (docs/security.md); open mode lets all in.
+    secret = session_secret(settings.session_secret)
+    cookies = SessionCookies(secret)  # the monitor's logins, which the guard accepts too
     authenticator = Authenticator(
         parts.sessions,
         open_mode=settings.open_mode,
         bootstrap_digest=settings.admin_key_digest,
         disabled_but_keyed=settings.auth_disabled and not settings.open_mode,
+        cookies=cookies,
     )
     audit = AuditLog(parts.sessions)
     events = EventHub(parts.queue.redis, stream_key(settings.queue_name))
@@ -148,9 +154,17 @@ def create_app(settings: Settings | None = None, registry: TaskRegistry = REGIST
             SQLAlchemyPlugin(config=parts.database),
             saq,
             ApiQueueLifecycle(saq),
-            SaqWebRoles(queues, audit),  # after `saq`, whose UI routes it gives their roles
+            # After `saq`, whose UI routes it gives their roles (and a link to the monitor).
+            SaqWebRoles(queues, audit, monitor_path=MONITOR_PATH),
             AccessControl(authenticator),
             KeysCli(parts.database),
+            Monitor(
+                parts.sessions,
+                authenticator,
+                cookies,
+                secret,
+                queues.web_path if queues.web_enabled else None,
+            ),
             Probes(settings.migrations_path, parts.database.alembic_config.version_table_name),
             Operations(
                 JobsCollector(parts.metrics, parts.queue, parts.sessions),

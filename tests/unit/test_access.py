@@ -14,7 +14,10 @@ from app.config import Settings, SettingsError
 
 # The routes anyone may call: probes, the API docs and their assets, SAQ's JS and CSS (and,
 # when they exist, /ready and /metrics, which a later setting may open).
-PUBLIC_PATHS = re.compile(r"/health|/ready|/metrics|/schema(/.*)?|/saq/static/\{file_path:path\}")
+PUBLIC_PATHS = re.compile(
+    r"/health|/ready|/metrics|/schema(/.*)?|/saq/static/\{file_path:path\}"
+    r"|/monitor/(login|logout|static/\{file_path:path\})"  # before a login there is no key
+)
 
 
 def test_roles_are_ordered_viewer_operator_admin() -> None:

@@ -4,7 +4,8 @@ A route declares its role with `opt=role(Role.OPERATOR)` (on the handler, or on 
 for all its handlers), or says it is public with `opt=PUBLIC`. A route that declares neither
 is refused, whoever asks: access is denied by default. The guard resolves the request's
 `Authorization: Bearer <key>` to a `Principal` and leaves it on the connection
-(`request.user`, and the `principal` dependency).
+(`request.user`, and the `principal` dependency); a browser's request without that header may
+prove a key with the monitor's session cookie instead (`app.auth.session`).
 
 Keys are looked up by their digest and the answer is kept for `KEY_CACHE_TTL` seconds, so
 the trigger's hot path does not pay a query per request; a revocation therefore reaches
@@ -29,6 +30,7 @@ from litestar.plugins import InitPluginProtocol
 
 from app.auth.keys import ApiKeyService, digest
 from app.auth.roles import BOOTSTRAP, OPEN_MODE, Principal, Role
+from app.auth.session import SESSION_COOKIE, SessionCookies
 
 if TYPE_CHECKING:
     from litestar import Request
@@ -108,8 +110,10 @@ class Authenticator:
         ttl: float = KEY_CACHE_TTL,
         touch_interval: float = TOUCH_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
+        cookies: SessionCookies | None = None,
     ) -> None:
         self.open_mode = open_mode
+        self.cookies = cookies  # the monitor's browser sessions; None: no sessions
         self._disabled_but_keyed = disabled_but_keyed  # AUTH_DISABLED with ADMIN_API_KEY
         self._sessions = sessions
         self._bootstrap = bootstrap_digest
@@ -129,7 +133,19 @@ class Authenticator:
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
             raise _unauthorized("an API key is required: send 'Authorization: Bearer <key>'")
-        key_hash = digest(key)
+        return await self._principal_by_digest(digest(key))
+
+    async def principal_for_session(self, cookie: str) -> Principal:
+        """Who a session cookie stands for (its key, looked up as the key would be); 401 for
+        a forged or expired cookie, or a key revoked since the login."""
+        if self.open_mode:
+            return OPEN_MODE
+        key_hash = self.cookies.key_digest(cookie) if self.cookies is not None else None
+        if key_hash is None:
+            raise _unauthorized("the session has expired or is not valid: log in again")
+        return await self._principal_by_digest(key_hash)
+
+    async def _principal_by_digest(self, key_hash: str) -> Principal:
         if self._bootstrap is not None and hmac.compare_digest(key_hash, self._bootstrap):
             return BOOTSTRAP
         principal = await self._lookup(key_hash)
@@ -219,7 +235,13 @@ async def require_role(
     if is_public(opt) or method == "OPTIONS":
         return
     authenticator: Authenticator = connection.app.state[_STATE_KEY]
-    principal = await authenticator.principal_for(connection.headers.get("authorization"))
+    authorization = connection.headers.get("authorization")
+    # A browser's session cookie stands for a key; a request's own key comes first.
+    session = None if authorization else connection.cookies.get(SESSION_COOKIE)
+    if session:
+        principal = await authenticator.principal_for_session(session)
+    else:
+        principal = await authenticator.principal_for(authorization)
     connection.scope["user"] = principal
     required = required_role(opt, method)
     if required is None:

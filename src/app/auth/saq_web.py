@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
-from litestar import Request, Router
+from litestar import Request, Response, Router
 from litestar.config.app import AppConfig
 from litestar.plugins import InitPluginProtocol
 from litestar_saq import SAQConfig
@@ -30,13 +30,15 @@ from app.auth.roles import Principal, Role
 SAQ_WEB_ROLES = role(Role.VIEWER, write=Role.OPERATOR, every_project=True)
 
 
+_APP_ROOT = '<div id="app"></div>'  # where SAQ's script draws its page
 _UI_ACTIONS = {"retry": AuditAction.SAQ_RETRY, "abort": AuditAction.SAQ_ABORT}
 
 
 class SaqWebRoles(InitPluginProtocol):
-    def __init__(self, config: SAQConfig, audit: AuditLog) -> None:
+    def __init__(self, config: SAQConfig, audit: AuditLog, monitor_path: str | None = None) -> None:
         self.config = config
         self.audit = audit
+        self.monitor_path = monitor_path  # SAQ's page links there (the history of every job)
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         if not self.config.web_enabled:
@@ -53,12 +55,29 @@ class SaqWebRoles(InitPluginProtocol):
                 route_handlers=[ui],
                 opt=SAQ_WEB_ROLES,
                 after_response=audit_ui_actions(self.audit),
+                after_request=link_to(self.monitor_path) if self.monitor_path else None,
             )
             if handler is ui
             else handler
             for handler in app_config.route_handlers
         ]
         return app_config
+
+
+def link_to(monitor_path: str) -> Callable[[Response[Any]], Awaitable[Response[Any]]]:
+    """The UI router's `after_request`: SAQ's page (litestar-saq's own HTML) gets a link to
+    the monitor above the part its script draws."""
+    link = (
+        f'<nav class="container"><a href="{monitor_path}">History monitor: every job, '
+        "searchable →</a></nav>"
+    )
+
+    async def add_link(response: Response[Any]) -> Response[Any]:
+        if isinstance(response.content, str) and _APP_ROOT in response.content:
+            response.content = response.content.replace(_APP_ROOT, link + _APP_ROOT, 1)
+        return response
+
+    return add_link
 
 
 def audit_ui_actions(audit: AuditLog) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:

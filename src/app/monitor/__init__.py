@@ -1,0 +1,1 @@
+"""The history monitor at /monitor: server-rendered pages over the jobs services."""

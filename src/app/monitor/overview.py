@@ -1,0 +1,120 @@
+"""The overview's figures: SAQ's queues and live workers (Redis), and per task the last hour's
+outcomes from the table (the stats endpoint's statement, and completed/failed per minute)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+from litestar_saq import TaskQueues
+
+from app.jobs.service import BackgroundJobService
+from app.jobs.stats import failure_rate
+from app.monitor.queries import MonitorQueries
+from app.monitor.views import duration, moment
+
+log = structlog.get_logger(__name__)
+STUCK_SHOWN = 50
+
+
+@dataclass
+class QueueLine:
+    name: str
+    queued: int
+    active: int
+    scheduled: int
+    workers: list[str]
+
+
+@dataclass
+class TaskLine:
+    task_name: str
+    complete: int
+    failed: int
+    aborted: int
+    running: int
+    queued: int
+    failure_rate: str
+    p50: str
+    p95: str
+
+
+@dataclass
+class Overview:
+    queues: list[QueueLine] = field(default_factory=list)
+    redis_error: str | None = None
+    tasks: list[TaskLine] = field(default_factory=list)
+    minutes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    oldest_queued: str = "—"
+    oldest_queued_at: str = "—"
+    stuck: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    async def read(
+        cls,
+        task_queues: TaskQueues,
+        jobs_service: BackgroundJobService,
+        queries: MonitorQueries,
+        since: datetime,
+        now: datetime,
+    ) -> Overview:
+        overview = cls()
+        live: set[str] = set()
+        try:
+            for queue in task_queues.queues.values():
+                info = await queue.info()
+                workers = sorted(info["workers"])
+                live.update(workers)
+                overview.queues.append(
+                    QueueLine(
+                        info["name"], info["queued"], info["active"], info["scheduled"], workers
+                    )
+                )
+        except Exception as exc:  # Redis away: the table's figures still show
+            log.warning("overview without queues", error=str(exc))
+            overview.redis_error = "Redis cannot be reached: queues and workers are unknown."
+        for row in await jobs_service.stats(since=since, project_id=None):
+            run = row["run_seconds"] or [None, None]
+            ended = row["complete"] + row["failed"] + row["aborted"]
+            rate = failure_rate(row["failed"], ended)
+            overview.tasks.append(
+                TaskLine(
+                    task_name=row["task_name"],
+                    complete=row["complete"],
+                    failed=row["failed"],
+                    aborted=row["aborted"],
+                    running=row["running"],
+                    queued=row["queued"],
+                    failure_rate="—" if rate is None else f"{rate * 100:.1f} %",
+                    p50=duration(run[0]),
+                    p95=duration(run[1]),
+                )
+            )
+        minutes: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in await queries.per_minute(since):
+            minutes[row["task_name"]].append(dict(row))
+        overview.minutes = {
+            task.task_name: minutes.get(task.task_name, []) for task in overview.tasks
+        }
+        oldest = await queries.oldest_queued()
+        if oldest is not None:
+            overview.oldest_queued = duration((now - oldest).total_seconds())
+            overview.oldest_queued_at = moment(oldest)
+        if overview.redis_error is None:
+            overview.stuck = [
+                {
+                    "job_id": str(row["job_id"]),
+                    "task_name": row["task_name"],
+                    "worker_id": row["worker_id"] or "—",
+                    "running_for": duration(
+                        (now - row["started_at"]).total_seconds() if row["started_at"] else None
+                    ),
+                    "updated": moment(row["updated_at"]),
+                }
+                for row in await queries.running()
+                if row["worker_id"] not in live
+            ][:STUCK_SHOWN]
+        return overview

@@ -1,0 +1,173 @@
+"""The monitor's reads that the API has no endpoint for, each bounded and served by an index:
+the page before a position (newer), rows by id for live updates, capped status counts,
+a task's last runs, the overview's per-minute outcomes, the oldest queued job, running rows.
+
+Filters are the job list's own (`indexed_conditions`, `scanned_conditions`), so a page, its
+newer page and a live row agree on what matches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import RowMapping, select, text, tuple_, union_all
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.util import ClauseAdapter
+
+from app.jobs.lifecycle import JobStatus
+from app.jobs.queries import (
+    JOBS,
+    TOTAL_LIMIT,
+    count_statement,
+    indexed_conditions,
+    scanned_conditions,
+)
+from app.jobs.search import SCAN_LIMIT, JobSearch, Position
+
+RUNS_SHOWN = 60  # a task's last runs on a job's page
+STUCK_SCANNED = 500  # running rows looked at for a lost worker, oldest first
+COUNTS_TTL = 10.0  # seconds the status counts of one filter are reused
+_COUNTS_KEPT = 256  # filters whose counts are kept, at most
+
+_PER_MINUTE = text(
+    """
+    SELECT task_name, date_trunc('minute', completed_at) AS minute,
+        count(*) FILTER (WHERE status = 'complete') AS complete,
+        count(*) FILTER (WHERE status = 'failed') AS failed
+    FROM background_jobs
+    WHERE created_at >= :since AND completed_at >= :since
+    GROUP BY task_name, minute
+    ORDER BY task_name, minute
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCounts:
+    by_status: dict[JobStatus, int]  # each counted up to TOTAL_LIMIT + 1
+    at: datetime  # when they were counted (they are reused for COUNTS_TTL seconds)
+    cap: int = TOTAL_LIMIT
+
+
+class MonitorQueries:
+    def __init__(
+        self, sessions: Callable[[], AsyncSession], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self._counts: dict[JobSearch, tuple[float, StatusCounts]] = {}
+
+    async def newer_page(self, search: JobSearch, before: Position, limit: int) -> list[RowMapping]:
+        """Up to `limit` rows just newer than `before`, newest first (an index scan backwards)."""
+        c = JOBS.c
+        keyset = tuple_(c.created_at, c.id) > tuple_(before.created_at, before.id)
+        wanted = SCAN_LIMIT if search.scans_text else limit
+        statuses = [None] if search.statuses is None else sorted(search.statuses)
+        legs = [
+            select(JOBS)
+            .where(*indexed_conditions(search), keyset, *([] if s is None else [c.status == s]))
+            .order_by(c.created_at, c.id)
+            .limit(wanted)
+            for s in statuses
+        ]
+        candidates = (legs[0] if len(legs) == 1 else union_all(*legs)).subquery("newer")
+        k = candidates.c
+        scanned = scanned_conditions(search)
+        statement = select(candidates).order_by(k.created_at, k.id).limit(limit)
+        if scanned:
+            statement = statement.where(*(_on(condition, candidates) for condition in scanned))
+        async with self._sessions() as session:
+            rows = list((await session.execute(statement)).mappings())
+        return rows[::-1]
+
+    async def rows(self, search: JobSearch, job_ids: Sequence[UUID]) -> list[RowMapping]:
+        """The jobs among `job_ids` that the search matches, newest first."""
+        if not job_ids or search.matches_nothing:
+            return []
+        c = JOBS.c
+        conditions = [*indexed_conditions(search), *scanned_conditions(search)]
+        if search.statuses is not None:
+            conditions.append(c.status.in_([s.value for s in search.statuses]))
+        statement = (
+            select(JOBS)
+            .where(c.job_id.in_(list(job_ids)), *conditions)
+            .order_by(c.created_at.desc(), c.id.desc())
+        )
+        async with self._sessions() as session:
+            return list((await session.execute(statement)).mappings())
+
+    async def status_counts(self, search: JobSearch) -> StatusCounts | None:
+        """Per status, the jobs the search matches, each counted up to the cap and reused for
+        COUNTS_TTL seconds; None for a text search (its matches are not counted)."""
+        if search.scans_text:
+            return None
+        now = self._clock()
+        cached = self._counts.get(search)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        wanted = list(JobStatus) if search.statuses is None else sorted(search.statuses)
+        counts: dict[JobStatus, int] = {}
+        async with self._sessions() as session:
+            for status in wanted:
+                statement = count_statement(search.with_statuses(frozenset({status})))
+                counts[status] = int(await session.scalar(statement) or 0)
+            await session.commit()
+        if len(self._counts) >= _COUNTS_KEPT:
+            self._counts.clear()
+        result = StatusCounts(counts, datetime.now(UTC))
+        self._counts[search] = (now + COUNTS_TTL, result)
+        return result
+
+    async def task_runs(self, task_name: str, limit: int = RUNS_SHOWN) -> list[RowMapping]:
+        """The task's last runs, oldest first: status and run time."""
+        c = JOBS.c
+        statement = (
+            select(c.job_id, c.status, c.created_at, c.started_at, c.completed_at)
+            .where(c.task_name == task_name)
+            .order_by(c.created_at.desc(), c.id.desc())
+            .limit(limit)
+        )
+        async with self._sessions() as session:
+            return list((await session.execute(statement)).mappings())[::-1]
+
+    async def per_minute(self, since: datetime) -> list[RowMapping]:
+        """Per task and minute since `since`: jobs completed and failed."""
+        async with self._sessions() as session:
+            return list((await session.execute(_PER_MINUTE, {"since": since})).mappings())
+
+    async def oldest_queued(self) -> datetime | None:
+        c = JOBS.c
+        statement = (
+            select(c.created_at)
+            .where(c.status == JobStatus.QUEUED.value)
+            .order_by(c.created_at, c.id)
+            .limit(1)
+        )
+        async with self._sessions() as session:
+            return await session.scalar(statement)
+
+    async def running(self, limit: int = STUCK_SCANNED) -> list[RowMapping]:
+        """The oldest running rows (the overview keeps those whose worker is gone)."""
+        c = JOBS.c
+        statement = (
+            select(c.job_id, c.task_name, c.worker_id, c.started_at, c.updated_at, c.attempts)
+            .where(c.status == JobStatus.RUNNING.value)
+            .order_by(c.created_at, c.id)
+            .limit(limit)
+        )
+        async with self._sessions() as session:
+            return list((await session.execute(statement)).mappings())
+
+
+def _on(condition: Any, table: Any) -> Any:
+    """A condition written on the table, read on a subquery of its columns."""
+    return ClauseAdapter(table).traverse(condition)
+
+
+def count_text(count: int, cap: int = TOTAL_LIMIT) -> str:
+    return f"{cap:,}+" if count > cap else f"{count:,}"

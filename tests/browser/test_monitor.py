@@ -1,0 +1,289 @@
+"""The monitor at /monitor in Chromium, with access checks on: what a viewer and an operator
+see and may do, live updates without a reload, filters in the URL, and /saq after a login.
+
+Every tab refuses requests that would leave the app's origin and records console errors;
+every monitor page it opens must carry the Content-Security-Policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+
+import pytest
+from playwright.async_api import Browser, expect
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.auth.roles import Role
+from tests.browser.monitor_support import MonitorApp, MonitorTab, monitor_tab, trigger
+from tests.support import (
+    APP,
+    VENV_BIN,
+    Running,
+    Servers,
+    app_env,
+    create_database,
+    drop_database,
+    free_port,
+    migrate,
+)
+from tests.support.access import BOOTSTRAP_KEY, auth_settings, make_key
+from tests.support.browser import wait_until_serving
+
+LIVE = 20_000  # ms an assertion waits for what the live stream brings
+
+
+@pytest.fixture(scope="module")
+def monitor_app(servers: Servers) -> Iterator[MonitorApp]:
+    """The API and a worker with access checks on, and a viewer's and an operator's key."""
+    database = create_database(servers)
+    database_url = servers.database_url(database)
+    migrate(database_url)
+    settings = auth_settings(database_url, servers.redis_url)
+
+    async def keys() -> tuple[str, str]:
+        engine = create_async_engine(settings.database_url)
+        try:
+            return (await make_key(engine, Role.VIEWER))[1], (
+                await make_key(engine, Role.OPERATOR)
+            )[1]
+        finally:
+            await engine.dispose()
+
+    viewer, operator = asyncio.run(keys())
+    env = app_env(settings, ADMIN_API_KEY=BOOTSTRAP_KEY)
+    port = free_port()
+    origin = f"http://localhost:{port}"
+    worker = Running([str(VENV_BIN / "litestar"), "--app", APP, "workers", "run"], env, "worker")
+    api = Running(
+        [str(VENV_BIN / "uvicorn"), "--factory", APP, "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        "api",
+    )
+    try:
+        worker.wait_for_line(lambda line: '"worker started"' in line)
+        wait_until_serving(origin, api)
+        yield MonitorApp(origin, viewer, operator, settings.queue_name)
+    finally:
+        for process in (api, worker):
+            process.stop()
+        drop_database(servers, database)
+
+
+def row(tab: MonitorTab, job_id: str):  # type: ignore[no-untyped-def]
+    return tab.page.locator(f"#job-{job_id}")
+
+
+async def test_login_page(browser: Browser, monitor_app: MonitorApp) -> None:
+    async with monitor_tab(browser, monitor_app.origin) as tab:
+        answer = await tab.open("/monitor")
+        assert tab.page.url.startswith(f"{monitor_app.origin}/monitor/login?next=")
+        assert answer.status == 200
+        await tab.page.get_by_label("API key").fill("bgj_not-a-key")
+        await tab.page.get_by_role("button", name="Log in").click()
+        await expect(tab.page.get_by_role("alert")).to_contain_text("unknown or revoked")
+        await tab.page.get_by_label("API key").fill("")
+        await tab.shot("monitor-login")
+        tab.assert_monitor_pages_held_csp()
+        tab.errors = [e for e in tab.errors if "401" not in e]  # the refused login's answer
+        tab.assert_stayed_home()
+
+
+async def test_operator_watches_jobs_live_and_retries_a_failure(
+    browser: Browser, monitor_app: MonitorApp
+) -> None:
+    async with monitor_tab(browser, monitor_app.origin) as tab:
+        page = tab.page
+        await tab.login(monitor_app.operator_key)
+        await expect(page.locator("#live-state")).to_have_text("● live", timeout=LIVE)
+
+        job_id = await trigger(tab, monitor_app.operator_key, sleep_seconds=1.5)
+        await expect(row(tab, job_id)).to_be_visible(timeout=LIVE)
+        await expect(row(tab, job_id).locator(".status-text")).to_have_text(
+            "complete", timeout=LIVE
+        )
+        failed_id = await trigger(tab, monitor_app.operator_key, fail=True)
+        await expect(row(tab, failed_id).locator(".status-text")).to_have_text(
+            "failed", timeout=LIVE
+        )
+        await expect(row(tab, failed_id)).to_contain_text("TestTaskFailure")
+
+        await row(tab, job_id).get_by_role("link", name=re.compile(job_id[:8])).click()
+        await expect(page.get_by_role("heading", level=1)).to_contain_text("trigger_test")
+        await expect(page.locator("pre.json").last).to_contain_text(
+            '"message": "from the monitor test"'
+        )
+        await expect(page.locator(".runs rect.current")).to_have_count(1)
+
+        await tab.open(f"/monitor/jobs/{failed_id}")
+        await expect(page.locator("#job-attempts")).to_have_text("1 of 1")
+        await expect(page.locator("pre.error-text").first).to_contain_text("TestTaskFailure")
+        traceback = page.locator("pre.traceback").first
+        await expect(traceback).to_be_hidden()  # collapsed until asked for
+        await page.get_by_text("Traceback", exact=True).first.click()
+        await expect(traceback).to_contain_text("Traceback (most recent call last)")
+
+        await page.get_by_role("button", name="Retry").click()
+        await expect(page.locator("#job-attempts")).to_have_text("2 of 2", timeout=LIVE)
+        await expect(page.locator("#job-status .status-text")).to_have_text("failed", timeout=LIVE)
+        await expect(page.locator("ol.errors > li")).to_have_count(3, timeout=LIVE)
+        await tab.shot("monitor-job")
+        tab.assert_monitor_pages_held_csp()
+        tab.assert_stayed_home()
+
+
+async def test_operator_acts_on_a_selection_and_on_all_matching(
+    browser: Browser, monitor_app: MonitorApp
+) -> None:
+    async with monitor_tab(browser, monitor_app.origin) as tab:
+        page = tab.page
+        await tab.login(monitor_app.operator_key)
+        failed = [await trigger(tab, monitor_app.operator_key, fail=True) for _ in range(2)]
+        for job_id in failed:
+            await expect(row(tab, job_id).locator(".status-text")).to_have_text(
+                "failed", timeout=LIVE
+            )
+
+        await row(tab, failed[0]).locator(".pick-row").check()
+        await page.get_by_role("button", name="Retry selected").click()
+        await expect(page.locator("#confirm-text")).to_have_text("retry 1 selected job(s)?")
+        await page.get_by_role("button", name="Yes, do it").click()
+        await expect(page.locator("#bulk-result")).to_have_text("retry: 1 done, 0 skipped")
+
+        await tab.open("/monitor?status=failed")
+        counted = await page.request.get(
+            f"{monitor_app.origin}/monitor/count?action=retry&status=failed"
+        )
+        await page.get_by_role("button", name="Retry all…").click()
+        expected = (await counted.json())["count"]
+        assert expected >= 1
+        await expect(page.locator("#confirm-text")).to_contain_text(f"retry {expected} job(s)")
+        await page.get_by_role("button", name="Keep them").click()
+        await expect(page.locator("#confirm")).to_be_hidden()
+        tab.assert_monitor_pages_held_csp()
+        tab.assert_stayed_home()
+
+
+async def test_viewer_sees_no_buttons_and_a_forged_post_is_refused(
+    browser: Browser, monitor_app: MonitorApp
+) -> None:
+    async with monitor_tab(browser, monitor_app.origin) as tab:
+        page = tab.page
+        failed_id = await trigger(tab, monitor_app.operator_key, fail=True)
+        await tab.login(monitor_app.viewer_key)
+        await expect(row(tab, failed_id).locator(".status-text")).to_have_text(
+            "failed", timeout=LIVE
+        )
+        await expect(page.locator("#bulk")).to_have_count(0)
+        await expect(page.locator(".pick-row")).to_have_count(0)
+        await tab.open(f"/monitor/jobs/{failed_id}")
+        await expect(page.locator("pre.error-text").first).to_contain_text("TestTaskFailure")
+        await expect(page.get_by_role("button", name="Retry")).to_have_count(0)
+        await expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+
+        # What a viewer could still send: its own session and a valid CSRF token.
+        token = await page.locator('meta[name="csrf-token"]').get_attribute("content")
+        assert token
+        for path, body in (
+            (f"/api/v1/jobs/{failed_id}/retry", None),
+            ("/api/v1/jobs/bulk/retry", {"job_ids": [failed_id]}),
+        ):
+            forged = await page.request.post(
+                f"{monitor_app.origin}{path}", headers={"x-csrf-token": token}, data=body
+            )
+            assert forged.status == 403, await forged.text()
+            assert "operator" in (await forged.json())["detail"]
+        tab.assert_monitor_pages_held_csp()
+        tab.assert_stayed_home()
+
+
+async def test_filters_live_in_the_url_and_a_click_on_a_cell_filters(
+    browser: Browser, monitor_app: MonitorApp
+) -> None:
+    async with monitor_tab(browser, monitor_app.origin) as tab:
+        page = tab.page
+        await trigger(tab, monitor_app.operator_key, fail=True)
+        await tab.login(monitor_app.viewer_key)
+        await tab.open("/monitor?status=failed")
+        statuses = page.locator("#rows .status-text")
+        await expect(statuses.first).to_have_text("failed")
+        assert set(await statuses.all_inner_texts()) == {"failed"}
+        await expect(page.locator(".chips")).to_contain_text("status: failed")
+
+        await page.locator("#rows a.value", has_text="trigger_test").first.click()
+        await expect(page).to_have_url(re.compile(r"task_name=trigger_test"))
+        assert "status=failed" in page.url
+        await page.get_by_label("Search").fill('error:"failed on request"')
+        await page.get_by_role("button", name="Search").click()
+        await expect(page).to_have_url(re.compile(r"q=error%3A%22failed"))
+        await expect(statuses.first).to_have_text("failed")
+
+        answer = await tab.open("/monitor?status=lost")
+        assert answer.status == 400
+        await expect(page.get_by_role("alert")).to_contain_text("'lost' is not a job status")
+        tab.errors = [e for e in tab.errors if "400" not in e]  # the refused filter's page
+        tab.assert_monitor_pages_held_csp()
+        tab.assert_stayed_home()
+
+
+async def test_overview_shows_queues_and_the_hour(
+    browser: Browser, monitor_app: MonitorApp
+) -> None:
+    async with monitor_tab(browser, monitor_app.origin) as tab:
+        page = tab.page
+        job_id = await trigger(tab, monitor_app.operator_key)
+        await tab.login(monitor_app.viewer_key)
+        await expect(row(tab, job_id).locator(".status-text")).to_have_text(
+            "complete", timeout=LIVE
+        )
+        await page.get_by_role("link", name="Overview").click()
+        await expect(page.get_by_role("cell", name=monitor_app.queue_name)).to_be_visible()
+        await expect(page.locator("svg.chart rect.bar-complete").first).to_be_visible()
+        await expect(page.locator("section.task").first).to_contain_text("p95 run")
+        await tab.shot("monitor-overview")
+        tab.assert_monitor_pages_held_csp()
+        tab.assert_stayed_home()
+
+
+@pytest.mark.parametrize("address", ["/saq", "/saq/"])
+async def test_saq_works_after_logging_in_at_the_monitor(
+    browser: Browser, monitor_app: MonitorApp, address: str
+) -> None:
+    async with monitor_tab(browser, monitor_app.origin) as tab:
+        page = tab.page
+        job_id = await trigger(tab, monitor_app.operator_key, sleep_seconds=60)
+        await tab.login(monitor_app.viewer_key)
+        await page.get_by_role("link", name="SAQ queues ↗").click()
+        await expect(page.locator("tbody tr", has_text=monitor_app.queue_name)).to_be_visible()
+        await tab.open(address)
+        assert page.url == f"{monitor_app.origin}/saq/"
+        await page.get_by_role("link", name=monitor_app.queue_name).click()
+        await expect(page.locator("tbody tr", has_text=job_id)).to_be_visible()
+        await page.get_by_role("link", name="History monitor").click()
+        await expect(page.get_by_role("heading", name="Jobs", exact=True)).to_be_visible()
+        tab.assert_stayed_home()
+
+
+async def test_jobs_page_at_phone_width(browser: Browser, monitor_app: MonitorApp) -> None:
+    async with monitor_tab(browser, monitor_app.origin, width=390, height=844) as tab:
+        page = tab.page
+        job_id = await trigger(tab, monitor_app.operator_key)
+        await tab.login(monitor_app.operator_key)
+        await expect(row(tab, job_id).locator(".status-text")).to_have_text(
+            "complete", timeout=LIVE
+        )
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the page scrolls sideways at phone width ({width} px)"
+        await tab.shot("monitor-jobs-phone", full_page=False)
+        await page.keyboard.press("Tab")
+        await expect(page.locator(":focus")).to_have_text("Skip to the content")
+
+        # The README's jobs page: this module's jobs by now, counted afresh for the filter.
+        await page.set_viewport_size({"width": 1280, "height": 900})
+        await tab.open("/monitor?task_name=trigger_test")
+        await expect(page.locator(".counts")).to_contain_text("failed")
+        await expect(row(tab, job_id)).to_be_visible()
+        await tab.shot("monitor-jobs")
+        tab.assert_monitor_pages_held_csp()
+        tab.assert_stayed_home()
