@@ -8,18 +8,24 @@ which its subscription takes over: nothing is lost or sent twice in between.
 
 A subscriber that cannot keep up (its buffer is full) is dropped: its stream ends after what
 it holds, and the client resumes from its last event.
+
+Processes add events to the stream only while some API process listens (see `events.py`):
+the hub sets the listeners key before a subscription starts, and keeps it alive while it has
+subscribers; after the last one leaves the key lives on for at least `LISTENED_FOR` less
+one refresh interval: the time a client has to resume.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
 
-from app.jobs.events import FIELD, JobEvent, decode
+from app.jobs.events import FIELD, LISTENED_FOR, JobEvent, decode, listeners_key
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -29,6 +35,7 @@ log = structlog.get_logger(__name__)
 Entry = tuple[str, JobEvent]  # the stream id (the SSE `id:`), the event
 START = "0-0"  # the position before every entry
 _HISTORY_PAGE = 500
+_ANNOUNCE_EVERY = LISTENED_FOR / 6  # seconds between refreshes of the listeners key
 
 
 def position(entry_id: str) -> tuple[int, int]:
@@ -62,6 +69,8 @@ class EventHub:
     def __init__(self, redis: Redis, key: str, *, block_ms: int = 5000, buffer: int = 1000) -> None:
         self._redis = redis
         self.key = key
+        self.listeners = listeners_key(key)
+        self._announced = float("-inf")  # when the listeners key was last set
         self._block_ms = block_ms
         self._buffer = buffer
         self._position = START
@@ -71,6 +80,7 @@ class EventHub:
 
     async def subscribe(self, wants: Callable[[JobEvent], bool]) -> Subscription:
         """A subscription to every event after the stream's current end."""
+        await self._announce()  # before the subscription starts: no event of it is skipped
         await self._start()
         subscription = Subscription(wants, self._position, self._buffer)
         self._subscriptions.add(subscription)
@@ -128,15 +138,28 @@ class EventHub:
                 if not failing:
                     log.warning("job events unavailable, will retry", error=str(exc))
                 failing = True
+                self._announced = float("-inf")  # a restarted Redis lost the key
                 await asyncio.sleep(1.0)
                 continue
             failing = False
+            if self._subscriptions and time.monotonic() - self._announced > _ANNOUNCE_EVERY:
+                await self._announce()
             for _, entries in answer or []:
                 for raw_id, fields in entries:
                     self._position = _text(raw_id)
                     entry = _entry(raw_id, fields)
                     if entry is not None:
                         self._deliver(entry)
+
+    async def _announce(self) -> None:
+        """Tell the processes that events are read here (for `LISTENED_FOR` seconds)."""
+        try:
+            await self._redis.set(self.listeners, 1, ex=LISTENED_FOR)
+        except Exception as exc:  # Redis away: no event is added meanwhile anyway
+            log.warning("could not announce job event listeners", error=str(exc))
+            self._announced = float("-inf")  # again at the next turn of the loop
+            return
+        self._announced = time.monotonic()
 
     def _deliver(self, entry: Entry) -> None:
         for subscription in list(self._subscriptions):

@@ -8,8 +8,14 @@ aborts) feeds the same stream; each API process reads it once and fans it out to
 back as `Last-Event-ID` to resume. The stream keeps about `maxlen` entries: a live view with a
 short memory, not a record (the row is the record).
 
+Events are added only while someone may read them: each API process with an open stream
+keeps a key alive (`listeners_key`, `app.jobs.event_hub`), for `LISTENED_FOR` seconds after
+its last stream closed so that a client can still resume. The check is made by Redis in the
+script that adds the events, so an event of a change committed after a stream opened is
+never skipped; with nobody listening, a worker's events cost one round trip per batch.
+
 Publishing never holds up the recorder: events wait in a bounded buffer and go out in one
-pipeline per batch; while Redis cannot take them they are dropped (with a warning), and a
+script call per batch; while Redis cannot take them they are dropped (with a warning), and a
 stream's clients see the rows' later changes.
 """
 
@@ -29,6 +35,7 @@ import structlog
 from app.jobs.lifecycle import TERMINAL_STATUSES, JobStatus, Transition
 from app.jobs.lifecycle_sql import MovedRow
 from app.jobs.progress import ProgressUpdate
+from app.jobs.redis_batch import CommandBatcher, Script
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -38,10 +45,29 @@ log = structlog.get_logger(__name__)
 STATUS, PROGRESS = "status", "progress"  # the SSE `event:` of each kind
 FIELD = b"event"  # the stream entry's one field: the event as JSON
 _BUFFER = 10_000  # events waiting for Redis, at most; older ones are dropped first
+_CALL = 1000  # events added by one script call, at most: Redis serves others in between
+# Seconds the stream still takes events after an API process's last stream closed: how long
+# a client has to reconnect and resume with `Last-Event-ID`.
+LISTENED_FOR = 120
+# KEYS: the listeners key, the stream. ARGV: the stream's maxlen, then the events.
+_ADD_IF_LISTENED = f"""
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 2, #ARGV do
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', '{FIELD.decode()}', ARGV[i])
+end
+return #ARGV - 1
+"""
+
+_ADD = Script(_ADD_IF_LISTENED)
 
 
 def stream_key(queue_name: str) -> str:
     return f"tracked-jobs:{queue_name}:events"
+
+
+def listeners_key(stream: str) -> str:
+    """The key that says some API process has (or just had) a stream of `stream` open."""
+    return f"{stream}:listeners"
 
 
 class JobEvent(msgspec.Struct, omit_defaults=True):
@@ -130,11 +156,14 @@ def decode(data: bytes) -> JobEvent:
 
 
 class EventPublisher:
-    """Adds the recorder's events to the queue's stream, one pipeline per batch, off its path."""
+    """Adds the recorder's events to the queue's stream, one call per batch, off its path."""
 
     def __init__(self, redis: Redis, queue_name: str, *, maxlen: int = 10_000) -> None:
         self._redis = redis
         self.key = stream_key(queue_name)
+        self.listeners = listeners_key(self.key)
+        self._add = redis.register_script(_ADD_IF_LISTENED)
+        self._batcher: CommandBatcher | None = None
         self._maxlen = maxlen
         self._pending: deque[JobEvent] = deque(maxlen=_BUFFER)
         self._wake = asyncio.Event()
@@ -142,6 +171,10 @@ class EventPublisher:
         self._failing = False
         self._idle = asyncio.Event()  # nothing pending or being sent
         self._idle.set()
+
+    def send_with(self, batcher: CommandBatcher) -> None:
+        """Add the events in the pipelines `batcher` sends (a worker's queue sends them anyway)."""
+        self._batcher = batcher
 
     def publish(self, events: Iterable[JobEvent]) -> None:
         """Queue events for the stream (no I/O here)."""
@@ -175,19 +208,20 @@ class EventPublisher:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                batch = [self._pending.popleft() for _ in range(len(self._pending))]
+                batch = [self._pending.popleft() for _ in range(min(len(self._pending), _CALL))]
                 if not await self._send(batch):
                     await asyncio.sleep(0.5)  # do not spin while Redis is away
             if not self._pending:
                 self._idle.set()
 
     async def _send(self, batch: list[JobEvent]) -> bool:
+        keys: list[Any] = [self.listeners, self.key]
+        args: list[Any] = [self._maxlen, *map(encode, batch)]
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for event in batch:
-                    fields: Any = {FIELD: encode(event)}
-                    pipe.xadd(self.key, fields, maxlen=self._maxlen, approximate=True)
-                await pipe.execute()
+            if self._batcher is not None:
+                await self._batcher.execute(_ADD.call(keys, args))
+            else:
+                await self._add(keys=keys, args=args)
         except Exception as exc:  # a live view: what Redis cannot take now is dropped
             if not self._failing:
                 log.warning("job events not published", count=len(batch), error=str(exc))

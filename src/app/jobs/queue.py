@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
 from typing import Any
 from uuid import uuid4
@@ -24,13 +25,16 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from saq.job import Job, Status
+from saq.queue.base import logger as saq_log
 from saq.queue.redis import RedisQueue
 from saq.utils import now
 
+from app.jobs.job_moves import EMPTY, JobMoves
 from app.jobs.lifecycle import ROW_ID, Transition, UntrackedJobError
 from app.jobs.metrics import JobMetrics
 from app.jobs.progress import ProgressUpdate
 from app.jobs.recorder import LifecycleRecorder
+from app.jobs.redis_batch import CommandBatcher
 
 log = structlog.get_logger(__name__)
 
@@ -62,7 +66,11 @@ _SWEEP_SECOND_LOOK = 2.0
 
 
 class TrackedQueue(RedisQueue):
-    """A `RedisQueue` that reports every job transition to its `LifecycleRecorder`."""
+    """A `RedisQueue` that reports every job transition to its `LifecycleRecorder`.
+
+    Its worker's moves (take, mark active, finish) leave Redis as SAQ's would, in fewer
+    round trips (`JobMoves`), the jobs of concurrent callers sharing a pipeline.
+    """
 
     def __init__(
         self,
@@ -75,12 +83,18 @@ class TrackedQueue(RedisQueue):
         self.recorder = recorder
         self.metrics = metrics  # enqueued jobs and waits; the recorder counts the rest
         self._redis_backoff = 0.0
+        self._batcher = CommandBatcher(self.redis)
+        self._moves = JobMoves(self, self._batcher)
+        if recorder.events is not None:
+            recorder.events.send_with(self._batcher)  # the job events ride along
 
     async def connect(self) -> None:
         await super().connect()
         self.recorder.start()
 
     async def disconnect(self) -> None:
+        with contextlib.suppress(TimeoutError):  # a finish or a put-back still on the wire
+            await asyncio.wait_for(self._batcher.idle(), 5.0)
         await self.recorder.close()  # writes what is pending first
         if self.metrics is not None:
             await self.metrics.close()
@@ -132,8 +146,23 @@ class TrackedQueue(RedisQueue):
         except Exception:
             log.exception("could not report a job transition", job_key=job.key)
 
+    async def update(self, job: Job, **kwargs: Any) -> None:
+        if kwargs.keys() != {"status"} or kwargs["status"] != Status.ACTIVE:
+            await super().update(job, **kwargs)
+            return
+        # A worker starting the job: nothing here changes it after the caller's own fields,
+        # so SAQ's copy of it is not needed.
+        job.touched = now()
+        job.status = Status.ACTIVE
+        await self._update(job, status=Status.ACTIVE)
+
     async def _update(self, job: Job, status: Status | None = None, **kwargs: Any) -> None:
-        await super()._update(job, status=status, **kwargs)
+        if status:
+            job.status = status
+        else:  # SAQ's: a heartbeat or progress keeps the status Redis holds
+            stored = await self.job(job.key)
+            job.status = stored.status if stored else job.status
+        await self._moves.mark(job)  # SAQ's SET and PUBLISH, one round trip
         if status == Status.ACTIVE:  # a worker starts an attempt; other updates are heartbeats
             self._report(job)
             if self.metrics is not None and job.attempts == 1:
@@ -153,12 +182,32 @@ class TrackedQueue(RedisQueue):
         error: str | None = None,
         **kwargs: Any,
     ) -> None:
-        await super().finish(job, status, result=result, error=error, **kwargs)
+        # SAQ's `finish`, its info line built only when it is logged.
+        job.status, job.result, job.error, job.completed = status, result, error, now()
+        if status == Status.COMPLETE:
+            job.progress = 1.0
+        await self._finish(job, status, result=result, error=error, **kwargs)
+        if saq_log.isEnabledFor(logging.INFO):
+            saq_log.info("Finished %s", job.info(saq_log.isEnabledFor(logging.DEBUG)))
+        if status == Status.COMPLETE:
+            self.complete += 1
+        elif status == Status.FAILED:
+            self.failed += 1
+        elif status == Status.ABORTED:
+            self.aborted += 1
         self._report(job)
+
+    async def _finish(
+        self, job: Job, status: Status, *, result: Any = None, error: str | None = None
+    ) -> None:
+        await self._moves.finish(job)  # SAQ's transaction and its PUBLISH, one round trip
 
     async def retry(self, job: Job, error: str | None) -> None:
         await super().retry(job, error)
         self._report(job)
+
+    async def _retry(self, job: Job, error: str | None) -> None:
+        await self._moves.retry(job)  # SAQ's transaction and its PUBLISH, one round trip
 
     async def abort(self, job: Job, error: str, ttl: float = 5) -> None:
         # SAQ finishes a job it takes off the queued list, and a worker one it runs; a job
@@ -221,7 +270,7 @@ class TrackedQueue(RedisQueue):
     async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:
         # SAQ retries a failed dequeue at once, spinning a core while Redis is down (SAQ #286).
         try:
-            job = await super().dequeue(timeout=timeout, poll_interval=poll_interval)
+            job = await self._take(timeout, poll_interval)
         except _REDIS_DOWN as exc:
             self._redis_backoff = min(max(self._redis_backoff * 2, 0.1), 5.0)
             log.warning("redis unavailable", retry_in_s=self._redis_backoff, error=str(exc))
@@ -229,3 +278,12 @@ class TrackedQueue(RedisQueue):
             return None
         self._redis_backoff = 0.0
         return job
+
+    async def _take(self, timeout: float, poll_interval: float) -> Job | None:
+        """The next job in one round trip, shared with the worker's other takers; SAQ's
+        blocking dequeue only when the queue is empty, so an idle worker wakes at once."""
+        if await self.version() >= (6, 2, 0):  # LMOVE
+            job = await self._moves.take()
+            if job is not EMPTY:
+                return job  # type: ignore[return-value]
+        return await super().dequeue(timeout=timeout, poll_interval=poll_interval)

@@ -23,6 +23,7 @@ import structlog
 from app.jobs.events import JobEvent
 from app.jobs.lifecycle import JobStatus, Transition
 from app.jobs.lifecycle_sql import write_transitions
+from app.jobs.log_lines import Line, write_lines
 from app.jobs.progress import ProgressUpdate, apply_progress
 
 if TYPE_CHECKING:
@@ -167,6 +168,7 @@ class LifecycleRecorder:
 def _log_transitions(batch: list[Transition], applied: list[Transition]) -> None:
     """One readable line per job start and end, written once the row says so."""
     took_effect = {id(t) for t in applied}
+    lines: list[Line] = []
     for transition in batch:
         fields: dict[str, object] = {
             "job_id": str(transition.job_id),
@@ -175,18 +177,23 @@ def _log_transitions(batch: list[Transition], applied: list[Transition]) -> None
         }
         if id(transition) not in took_effect:
             # A late or repeated event (e.g. a job delivered twice): recorded here, not applied.
-            log.warning("job event ignored", status=transition.status.value, **fields)
+            fields["status"] = transition.status.value
+            lines.append(("warning", "job event ignored", fields))
         elif transition.status is JobStatus.RUNNING:
-            log.info("job started", worker_id=transition.worker_id, **fields)
+            fields["worker_id"] = transition.worker_id
+            lines.append(("info", "job started", fields))
         elif transition.new_row is not None and transition.attempt == 0:
             # A job the outbox did not make, now with its row (cron, scheduled, own key).
             new_row = transition.new_row
-            log.info("job first seen", key=new_row.job_key, cron=new_row.cron, **fields)
+            fields.update(key=new_row.job_key, cron=new_row.cron)
+            lines.append(("info", "job first seen", fields))
         else:
+            fields["status"] = transition.status.value
             if transition.started_at and transition.completed_at:
                 elapsed = transition.completed_at - transition.started_at
                 fields["duration_ms"] = round(elapsed.total_seconds() * 1000)
             if transition.error:
                 fields["error"] = transition.error
             event = "job retrying" if transition.status is JobStatus.QUEUED else "job finished"
-            log.info(event, status=transition.status.value, **fields)
+            lines.append(("info", event, fields))
+    write_lines(log, lines)  # one write for the batch
