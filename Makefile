@@ -7,7 +7,7 @@ export UV_PYTHON_PREFERENCE := only-system
 RUN := $(UV) run --locked
 LITESTAR := $(RUN) litestar --app app.asgi:create_app
 
-.PHONY: help install system-deps dev up down migrate test lint format bench clean
+.PHONY: help install system-deps dev up down migrate test lint format bench bench-peers clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F '\t' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -18,7 +18,7 @@ install: ## install the Python dependencies into .venv (uv, locked)
 system-deps: ## install the PostgreSQL and Redis server packages if missing (root on Debian/Ubuntu)
 	scripts/install-system-deps.sh
 
-dev: install system-deps ## run PostgreSQL, Redis, the migrations, the API on 127.0.0.1:8000 and a worker, natively (open mode: no API key)
+dev: install system-deps ## run PostgreSQL, Redis, the migrations, the API on 127.0.0.1:8000 and a worker, natively (open mode: no API key; API_PROCESSES, WORKER_PROCESSES)
 	$(RUN) python scripts/dev.py
 
 up: ## the same in Docker: docker compose up --build (open mode unless .env sets ADMIN_API_KEY)
@@ -47,8 +47,12 @@ format: install ## apply ruff's fixes and formatting
 	$(RUN) ruff format .
 
 bench: export WITH_WRK := 1
-bench: install system-deps ## run every benchmark scenario on throwaway servers; writes bench/results/latest.json
+bench: install system-deps ## run every benchmark scenario on throwaway servers (PostgreSQL durable as shipped); writes bench/results/latest.json
 	$(RUN) python -m bench
+
+# The peers' packages (the `peers` group) go into a venv of their own, never into .venv.
+bench-peers: system-deps ## plain SAQ, the tracked worker, Procrastinate and Celery side by side; writes bench/results/peers.json
+	UV_PROJECT_ENVIRONMENT=.local/peers-venv $(UV) run --locked --no-default-groups --group peers python -m bench.peers
 
 clean: ## stop the servers `make dev` started and delete their data (.local/, and its /var/tmp folder if any)
 	-$(RUN) python scripts/local_servers.py clean --dir .local

@@ -12,6 +12,10 @@ afterwards, so process start-up and our polling never enter it:
 "Done" for plain SAQ is the job's `completed` time in Redis; for the tracked worker it is the
 `updated_at` PostgreSQL gave the UPDATE that made the row terminal, i.e. a tracked job only
 counts once its row says so. Every job must end `complete`, or the run fails.
+
+The pairs run at BENCH_CONCURRENCY (the headline) and at BENCH_HIGH_CONCURRENCY (`c50`).
+Redis's own command counters (INFO commandstats, reset once the queue is filled) give the
+commands each job costs; they count the commands a script runs as well as the script's call.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from app.config import Settings
 from app.worker.settings import REGISTRY
 from bench.common import TERMINAL, VENV_BIN, Bench, Child, median, rounded
 from bench.profile import Profiler
+from bench.redis_ceiling import per_job, redis_calls
 
 TASK = "trigger_test"
 ARGUMENTS = {"message": "bench", "sleep_seconds": 0, "fail": False}
@@ -114,7 +119,10 @@ async def _until(probe: Any, children: Sequence[Child], what: str, within: float
         await asyncio.sleep(0.2)
 
 
-async def _plain_done(bench: Bench, keys: list[str], children: Sequence[Child]) -> list[Any]:
+async def _plain_done(
+    bench: Bench, keys: list[str], children: Sequence[Child]
+) -> tuple[list[Any], dict[str, int]]:
+    """(worker, started, done) of every job, and the Redis calls until the queue was empty."""
     queue = RedisQueue.from_url(bench.redis_url, name=bench.queue_name)
     try:
 
@@ -122,6 +130,7 @@ async def _plain_done(bench: Bench, keys: list[str], children: Sequence[Child]) 
             return await queue.count("incomplete") == 0
 
         await _until(drained, children, "the plain queue to drain", 60 + len(keys) / 50)
+        calls = await redis_calls(bench)  # before our own reads of the jobs
         jobs: list[Job | None] = []
         for start in range(0, len(keys), 1000):
             jobs.extend(await queue.jobs(keys[start : start + 1000]))
@@ -130,7 +139,7 @@ async def _plain_done(bench: Bench, keys: list[str], children: Sequence[Child]) 
     if any(job is None or job.status != "complete" for job in jobs):
         statuses = {str(job.status) if job else None for job in jobs}
         raise RuntimeError(f"a plain job did not complete: {statuses}")
-    return [(job.worker_id, job.started / 1000, job.completed / 1000) for job in jobs if job]
+    return [(job.worker_id, job.started / 1000, job.completed / 1000) for job in jobs if job], calls
 
 
 async def _tracked_done(bench: Bench, n: int, children: Sequence[Child]) -> list[Any]:
@@ -170,25 +179,31 @@ def _cpu_used(bench: Bench, children: Sequence[Child]) -> dict[str, float]:
 
 
 async def drain_once(
-    bench: Bench, mode: str, workers: int = 1, profile: Profiler | None = None
-) -> dict[str, float]:
+    bench: Bench,
+    mode: str,
+    workers: int = 1,
+    profile: Profiler | None = None,
+    concurrency: int | None = None,
+) -> dict[str, Any]:
     """Fill, start `workers` fresh processes, wait until every job is done, read the rate."""
     n = bench.config.drain_jobs
     await bench.reset()
     keys = await (fill_plain(bench, n) if mode == "plain" else fill_tracked(bench, n))
+    extra_env = {"WORKER_CONCURRENCY": str(concurrency)} if concurrency else {}
     if mode == "plain":
         # Plain SAQ's first sweep aborts jobs a starting worker has dequeued but not yet marked
         # active (SAQ #277); holding its lock lets it finish every job. TrackedQueue's own
         # sweep avoids the race, so the tracked side sweeps as in production.
         await bench.redis.set(f"saq:{bench.queue_name}:sweep", 1, ex=600)
     children: list[Child] = []
+    await bench.redis.config_resetstat()  # from here on: the workers' commands (and our polls)
     try:
         for i in range(workers):
             if mode == "plain":
                 command = [str(VENV_BIN / "python"), "-m", "bench.plain_worker"]
-                children.append(await bench.spawn(f"plain-worker-{i}", command))
+                children.append(await bench.spawn(f"plain-worker-{i}", command, **extra_env))
             else:
-                children.append(await bench.start_worker(f"worker-{i}"))
+                children.append(await bench.start_worker(f"worker-{i}", **extra_env))
         # CPU is counted from here: the worker's start-up (imports) is not what we look at.
         for child in children:
             await child.wait_for_output(STARTED[mode])
@@ -196,9 +211,10 @@ async def drain_once(
         if profile is not None:
             await profile.attach(children[0].pid)
         if mode == "plain":
-            done = await _plain_done(bench, keys, children)
+            done, calls = await _plain_done(bench, keys, children)
         else:
-            done = await _tracked_done(bench, n, children)
+            done = await _tracked_done(bench, n, children)  # polls PostgreSQL only
+            calls = await redis_calls(bench)
         used = {
             f"{name}_cpu_ms_per_job": rounded((seconds - before[name]) * 1000 / n, 3)
             for name, seconds in _cpu_used(bench, children).items()
@@ -214,24 +230,23 @@ async def drain_once(
         "seconds": rounded(seconds, 3),
         "jobs_s": rounded(jobs / seconds, 1),
         **used,
+        "redis_commands_per_job": rounded(sum(calls.values()) / n, 2),
+        "redis_calls_per_job": per_job(calls, n),
     }
     if mode == "tracked":
         result["rows_per_terminal_flush"] = rounded(n / await _terminal_flushes(bench), 2)
     return result
 
 
-async def run_drain(bench: Bench) -> dict[str, Any]:
-    """Plain vs tracked, one worker each, alternated pairs; ratio = median of pair ratios."""
-    pairs: list[dict[str, Any]] = []
-    for i in range(bench.config.pairs):
-        plain = await drain_once(bench, "plain")
-        tracked = await drain_once(bench, "tracked")
-        ratio = tracked["jobs_s"] / plain["jobs_s"]
-        pairs.append({"plain": plain, "tracked": tracked, "ratio": rounded(ratio, 3)})
-        print(f"  drain pair {i + 1}: plain {plain['jobs_s']} jobs/s, "
-              f"tracked {tracked['jobs_s']} jobs/s, ratio {ratio:.3f}", flush=True)  # fmt: skip
-    result: dict[str, Any] = {
+def _summary(pairs: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
+    """Medians over the pairs of one concurrency; ratio = median of the pairs' ratios."""
+    sides = ("plain", "tracked")
+    cpu = [
+        p["tracked"]["worker_cpu_ms_per_job"] / p["plain"]["worker_cpu_ms_per_job"] for p in pairs
+    ]
+    return {
         "ratio": rounded(median([p["ratio"] for p in pairs]), 3),
+        "worker_cpu_ratio": rounded(median(cpu), 3),  # tracked / plain worker CPU per job
         "plain_jobs_s": rounded(median([p["plain"]["jobs_s"] for p in pairs]), 1),
         "tracked_jobs_s": rounded(median([p["tracked"]["jobs_s"] for p in pairs]), 1),
         "rows_per_terminal_flush": median([p["tracked"]["rows_per_terminal_flush"] for p in pairs]),
@@ -239,34 +254,45 @@ async def run_drain(bench: Bench) -> dict[str, Any]:
             f"{side}_{name}_cpu_ms_per_job": median(
                 [p[side][f"{name}_cpu_ms_per_job"] for p in pairs]
             )
-            for side in ("plain", "tracked")
+            for side in sides
             for name in ("worker", "postgres", "redis")
         },
-        "jobs": bench.config.drain_jobs,
-        "concurrency": bench.config.concurrency,
+        "redis_commands_per_job": {
+            side: median([p[side]["redis_commands_per_job"] for p in pairs]) for side in sides
+        },
+        "redis_calls_per_job": {
+            side: {
+                name: median([p[side]["redis_calls_per_job"].get(name, 0.0) for p in pairs])
+                for name in sorted({n for p in pairs for n in p[side]["redis_calls_per_job"]})
+            }
+            for side in sides
+        },
+        "concurrency": concurrency,
         "pairs": pairs,
+    }
+
+
+async def run_drain(bench: Bench) -> dict[str, Any]:
+    """Plain vs tracked, one worker each, alternated pairs, at BENCH_CONCURRENCY (the headline)
+    and at BENCH_HIGH_CONCURRENCY (under `c<n>`)."""
+    headline, high = bench.config.concurrency, bench.config.high_concurrency
+    levels = [headline, *([high] if high and high != headline else [])]
+    pairs: dict[int, list[dict[str, Any]]] = {level: [] for level in levels}
+    for i in range(bench.config.pairs):
+        for level in levels:
+            plain = await drain_once(bench, "plain", concurrency=level)
+            tracked = await drain_once(bench, "tracked", concurrency=level)
+            ratio = tracked["jobs_s"] / plain["jobs_s"]
+            pairs[level].append({"plain": plain, "tracked": tracked, "ratio": rounded(ratio, 3)})
+            print(f"  drain pair {i + 1} at concurrency {level}: plain {plain['jobs_s']} jobs/s, "
+                  f"tracked {tracked['jobs_s']} jobs/s, ratio {ratio:.3f}", flush=True)  # fmt: skip
+    result: dict[str, Any] = {
+        **_summary(pairs[headline], headline),
+        "jobs": bench.config.drain_jobs,
+        **{f"c{level}": _summary(pairs[level], level) for level in levels[1:]},
     }
     if bench.config.profile:
         profiler = Profiler(bench, "drain-tracked-worker")
         await drain_once(bench, "tracked", profile=profiler)
         result["profile"] = profiler.summary_path
     return result
-
-
-async def run_scale(bench: Bench) -> dict[str, Any]:
-    """One vs two tracked worker processes on the same queue, alternated pairs."""
-    pairs: list[dict[str, Any]] = []
-    for i in range(bench.config.pairs):
-        one = await drain_once(bench, "tracked", workers=1)
-        two = await drain_once(bench, "tracked", workers=2)
-        ratio = two["jobs_s"] / one["jobs_s"]
-        pairs.append({"one": one, "two": two, "ratio": rounded(ratio, 3)})
-        print(f"  scale pair {i + 1}: 1 worker {one['jobs_s']} jobs/s, "
-              f"2 workers {two['jobs_s']} jobs/s, ratio {ratio:.3f}", flush=True)  # fmt: skip
-    return {
-        "ratio_2_to_1": rounded(median([p["ratio"] for p in pairs]), 3),
-        "one_worker_jobs_s": rounded(median([p["one"]["jobs_s"] for p in pairs]), 1),
-        "two_workers_jobs_s": rounded(median([p["two"]["jobs_s"] for p in pairs]), 1),
-        "jobs": bench.config.drain_jobs,
-        "pairs": pairs,
-    }

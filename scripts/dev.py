@@ -3,13 +3,16 @@
 Uses DATABASE_URL / REDIS_URL when they point at reachable servers, otherwise starts
 project-local PostgreSQL and Redis under .local/ (PostgreSQL's data kept for next time; Redis
 keeps nothing on disk, and the reconciler enqueues again what it lost). Then migrates, and runs
-the API (port API_PORT, default 8000) and one worker, their output prefixed and also written
-to .local/logs/. Every way out (Ctrl-C, SIGTERM, SIGHUP, a failed start) stops what it started.
+the API (port API_PORT, default 8000) and the worker, their output prefixed and also written
+to .local/logs/. API_PROCESSES and WORKER_PROCESSES (default 1) set how many processes each
+runs: `uvicorn --workers N` on the one port, `litestar workers run --workers N` on the queue.
+Every way out (Ctrl-C, SIGTERM, SIGHUP, a failed start) stops what it started.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -27,6 +30,19 @@ APP = "app.asgi:create_app"
 STOP_WITHIN = 30.0  # seconds the API and the worker get to stop before they are killed
 
 Server = LocalPostgres | LocalRedis
+PROCESS_COUNTS = ("API_PROCESSES", "WORKER_PROCESSES")
+
+
+def process_count(env: dict[str, str], name: str) -> int:
+    value = env.get(name) or "1"
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{name} must be a whole number of processes, at least 1 (got {value!r})")
+    return int(value)
+
+
+def workers_option(processes: int) -> list[str]:
+    """The `--workers N` both uvicorn and `litestar workers run` take; none for one process."""
+    return ["--workers", str(processes)] if processes > 1 else []
 
 
 def reachable(url: str, default_port: int) -> bool:
@@ -62,6 +78,7 @@ class DevRun:
         self.servers: list[Server] = []
         self.children: dict[str, subprocess.Popen[str]] = {}
         self.pumps: list[threading.Thread] = []
+        self.processes = dict.fromkeys(PROCESS_COUNTS, 1)
 
     def request_stop(self, signum: int, _frame: object) -> None:
         # No printing here: a handler that writes while the main thread writes raises.
@@ -71,6 +88,11 @@ class DevRun:
     def run(self) -> int:
         """Start everything, then wait for a stop; 0 when stopped on request, 1 on a failure."""
         api_port = int(self.env.get("API_PORT", "8000"))
+        try:
+            self.processes = {name: process_count(self.env, name) for name in PROCESS_COUNTS}
+        except ValueError as exc:
+            say(str(exc), error=True)
+            return 1
         local = self._local_servers()
         taken = [(api_port, "the API", "API_PORT")] if port_taken(api_port) else []
         taken += [
@@ -148,11 +170,16 @@ class DevRun:
     def _start_children(self, api_port: int) -> None:
         logs = LOCAL / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        api_processes, worker_processes = (self.processes[name] for name in PROCESS_COUNTS)
         commands = {
             "api": [str(self.bin / "uvicorn"), "--factory", APP, "--host", "127.0.0.1",
-                    "--port", str(api_port)],
-            "worker": [str(self.bin / "litestar"), "--app", APP, "workers", "run"],
+                    "--port", str(api_port), *workers_option(api_processes)],
+            "worker": [str(self.bin / "litestar"), "--app", APP, "workers", "run",
+                       *workers_option(worker_processes)],
         }  # fmt: skip
+        if api_processes > 1:
+            # One secret for every API process, so a monitor login works in each.
+            self.env.setdefault("SESSION_SECRET", secrets.token_urlsafe(48))
         for name, command in commands.items():
             # Same process group as make: Ctrl-C reaches every child, as it reaches us.
             child = subprocess.Popen(
@@ -173,7 +200,8 @@ class DevRun:
             self.pumps.append(pumping)
         database = urlsplit(self.env["DATABASE_URL"])._replace(scheme="postgresql").geturl()
         print(
-            f"\ndev: API        http://localhost:{api_port}  (OpenAPI at /schema)\n"
+            f"\ndev: API        http://localhost:{api_port}  (OpenAPI at /schema), "
+            f"{api_processes} process(es); worker: {worker_processes} process(es)\n"
             f"dev: SAQ web UI http://localhost:{api_port}/saq\n"
             f"dev: logs       {logs}/api.log, {logs}/worker.log\n"
             f'dev: psql       psql "{database}"\n'

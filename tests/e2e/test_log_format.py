@@ -24,10 +24,14 @@ WORKER_CONSOLE = re.compile(
 )
 
 
+# Compose's `${NAME:-default}`, as it reads with no .env: the default.
+COMPOSE_DEFAULT = re.compile(r"\$\{\w+:-([^}]*)\}")
+
+
 def compose_command(service: str, port: int = 8000) -> list[str]:
     """The service's command in docker-compose.yml, on loopback and the given port."""
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    command: list[str] = compose["services"][service]["command"]
+    command = [COMPOSE_DEFAULT.sub(r"\1", word) for word in compose["services"][service]["command"]]
     local = {"0.0.0.0": "127.0.0.1", "8000": str(port)}
     return [str(VENV_BIN / command[0]), *(local.get(word, word) for word in command[1:])]
 

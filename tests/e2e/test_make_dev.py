@@ -192,6 +192,50 @@ def test_sigterm_to_make_leaves_nothing_running(project: Path, devs: list[Dev]) 
     assert "dev: stopped" in dev.run.output
 
 
+def trigger(port: int, sleep_seconds: float) -> str:
+    body = json.dumps({"message": "processes", "sleep_seconds": sleep_seconds}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/tasks/trigger-test",
+        data=body, headers={"Content-Type": "application/json"}, method="POST",
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        job_id: str = json.load(answer)["job_id"]
+    return job_id
+
+
+def test_api_and_worker_processes_serve_then_ctrl_c_leaves_nothing_running(
+    project: Path, devs: list[Dev]
+) -> None:
+    """Catches: API_PROCESSES or WORKER_PROCESSES ignored (one uvicorn process starts, one
+    worker takes every job), or the processes they fork outliving the run."""
+    dev = start_dev(project, API_PROCESSES="2", WORKER_PROCESSES="2")
+    devs.append(dev)
+    wait_until_up(dev.api_port, dev.run)
+    deadline = time.monotonic() + 60  # the other API process may still be starting
+    while sum("Application startup complete" in line for line in dev.run.lines) < 2:
+        assert time.monotonic() < deadline, dev.run.output[-3000:]
+        time.sleep(0.1)
+    # Twice one worker's concurrency, each job long enough that one worker cannot take them all.
+    jobs = [trigger(dev.api_port, sleep_seconds=1) for _ in range(40)]
+    ours = f"FROM background_jobs WHERE job_id::text IN ({', '.join(repr(j) for j in jobs)})"
+    deadline = time.monotonic() + 120
+    while int(run_psql(dev.database_url, f"SELECT count(*) {ours} AND status = 'complete'")) < 40:
+        assert time.monotonic() < deadline, run_psql(dev.database_url, f"SELECT status {ours}")
+        time.sleep(0.2)
+    assert run_psql(dev.database_url, f"SELECT count(DISTINCT worker_id) {ours}") == "2"
+    dev.run.send(signal.SIGINT)
+    dev.finish()
+    assert "dev: stopped" in dev.run.output
+
+
+def test_a_process_count_below_one_is_refused(project: Path, devs: list[Dev]) -> None:
+    dev = start_dev(project, WORKER_PROCESSES="0")
+    devs.append(dev)
+    assert dev.finish() != 0
+    assert "WORKER_PROCESSES must be a whole number of processes, at least 1" in dev.run.output
+    assert STARTED not in dev.run.output
+
+
 def test_the_servers_a_killed_run_left_are_stopped_by_the_next(
     project: Path, devs: list[Dev]
 ) -> None:

@@ -158,6 +158,26 @@ def test_service_commands_are_the_readmes(compose: dict[str, Any], readme: str) 
     assert "`litestar --app app.asgi:create_app workers run --workers 4`" in readme
 
 
+@pytest.mark.parametrize(
+    ("dot_env", "api", "worker"),
+    [({}, "1", "1"), ({"API_PROCESSES": "3", "WORKER_PROCESSES": "4"}, "3", "4")],
+)
+def test_process_counts_reach_uvicorn_and_the_worker_cli(
+    compose: dict[str, Any], readme: str, dot_env: dict[str, str], api: str, worker: str
+) -> None:
+    """API_PROCESSES becomes uvicorn's WEB_CONCURRENCY (its --workers), WORKER_PROCESSES the
+    worker CLI's --workers; both as the README says, and the rest of the api's environment
+    is still the app's."""
+    services = compose["services"]
+    api_env = {k: interpolate(str(v), dot_env) for k, v in services["api"]["environment"].items()}
+    assert api_env["WEB_CONCURRENCY"] == api
+    assert set(api_env) - {"WEB_CONCURRENCY"} == set(services["worker"]["environment"])
+    command = [interpolate(word, dot_env) for word in services["worker"]["command"]]
+    assert command[command.index("--workers") + 1] == worker
+    for name in ("API_PROCESSES", "WORKER_PROCESSES", "SESSION_SECRET"):
+        assert f"`{name}`" in readme, name
+
+
 def dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
     """Each build stage's instructions as (INSTRUCTION, arguments), continuations joined."""
     text = re.sub(r"\\\n\s*", " ", (ROOT / "Dockerfile").read_text())
