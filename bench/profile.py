@@ -33,13 +33,18 @@ _LINE = re.compile(r":\d+\)$")
 PARTS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
     "drain-tracked-worker": [
         ("recorder: the batched UPDATE (held connection, SQLAlchemy, asyncpg)",
-         ("apply_transitions", "HeldConnection", "sqlalchemy", "asyncpg")),
-        ("recorder: job started/finished log lines", ("_log_transitions",)),
+         ("write_transitions", "apply_transitions", "apply_progress", "HeldConnection",
+          "sqlalchemy", "asyncpg")),
+        ("recorder: job started/finished log lines", ("_log_transitions", "log_lines")),
+        ("job events for the API's streams", ("EventPublisher", "JobEvent")),
         ("recorder: its loop", ("LifecycleRecorder._run",)),
         ("TrackedQueue: building and handing over each Transition",
          ("Transition.of", "TrackedQueue._report", "LifecycleRecorder.record")),
         ("worker hooks", ("before_process", "after_process", "_inject_heartbeat")),
-        ("SAQ: dequeue, status updates, finish (Redis)", ("Worker.process", "redis/", "saq/")),
+        ("TrackedQueue: Redis moves (take script, pipelined marks and finishes)",
+         ("job_moves", "redis_batch")),
+        ("SAQ: Worker.process, job (de)serialization, other Redis calls",
+         ("Worker.process", "redis/", "saq/")),
     ],
     "trigger-api": [
         ("Redis enqueue (one pipeline per group)", ("Enqueuer.enqueue_recorded", "enqueue_many")),
