@@ -22,18 +22,14 @@ from playwright.async_api import (
 )
 
 from tests.support import (
-    APP,
-    VENV_BIN,
-    Running,
     Servers,
     app_env,
     create_database,
     drop_database,
-    free_port,
     make_settings,
     migrate,
 )
-from tests.support.browser import ARTIFACTS, RunningApp, Visit, wait_until_serving
+from tests.support.browser import ARTIFACTS, RunningApp, Visit, app_and_worker
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # No sandbox: the tests run as root; the rest keeps Chromium from calling home.
@@ -53,22 +49,10 @@ def running_app(servers: Servers) -> Iterator[RunningApp]:
     database_url = servers.database_url(database)
     migrate(database_url)
     settings = make_settings(database_url, servers.redis_url)
-    env = app_env(settings)
-    port = free_port()
-    origin = f"http://localhost:{port}"
-    worker = Running([str(VENV_BIN / "litestar"), "--app", APP, "workers", "run"], env, "worker")
-    api = Running(
-        [str(VENV_BIN / "uvicorn"), "--factory", APP, "--host", "127.0.0.1", "--port", str(port)],
-        env,
-        "api",
-    )
     try:
-        worker.wait_for_line(lambda line: '"worker started"' in line)
-        wait_until_serving(origin, api)
-        yield RunningApp(origin, settings)
+        with app_and_worker(app_env(settings)) as origin:
+            yield RunningApp(origin, settings)
     finally:
-        for process in (api, worker):
-            process.stop()
         drop_database(servers, database)
 
 

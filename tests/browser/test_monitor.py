@@ -18,18 +18,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.auth.roles import Role
 from tests.browser.monitor_support import MonitorApp, MonitorTab, monitor_tab, trigger
 from tests.support import (
-    APP,
-    VENV_BIN,
-    Running,
     Servers,
     app_env,
     create_database,
     drop_database,
-    free_port,
     migrate,
 )
 from tests.support.access import BOOTSTRAP_KEY, auth_settings, make_key
-from tests.support.browser import wait_until_serving
+from tests.support.browser import app_and_worker
 
 LIVE = 20_000  # ms an assertion waits for what the live stream brings
 
@@ -52,22 +48,10 @@ def monitor_app(servers: Servers) -> Iterator[MonitorApp]:
             await engine.dispose()
 
     viewer, operator = asyncio.run(keys())
-    env = app_env(settings, ADMIN_API_KEY=BOOTSTRAP_KEY)
-    port = free_port()
-    origin = f"http://localhost:{port}"
-    worker = Running([str(VENV_BIN / "litestar"), "--app", APP, "workers", "run"], env, "worker")
-    api = Running(
-        [str(VENV_BIN / "uvicorn"), "--factory", APP, "--host", "127.0.0.1", "--port", str(port)],
-        env,
-        "api",
-    )
     try:
-        worker.wait_for_line(lambda line: '"worker started"' in line)
-        wait_until_serving(origin, api)
-        yield MonitorApp(origin, viewer, operator, settings.queue_name)
+        with app_and_worker(app_env(settings, ADMIN_API_KEY=BOOTSTRAP_KEY)) as origin:
+            yield MonitorApp(origin, viewer, operator, settings.queue_name)
     finally:
-        for process in (api, worker):
-            process.stop()
         drop_database(servers, database)
 
 
