@@ -25,7 +25,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from app.config import Settings
-from app.jobs.queries import count_statement, page_statement
+from app.jobs.queries import count_statement, page_statement, status_breakdown_statement
 from app.jobs.search import JobSearch, Position, parse_q
 from tests.support import Servers, create_database, drop_database, migrate
 
@@ -194,6 +194,18 @@ async def test_each_filter_is_an_index_scan_in_order(
         count = await plan_of(table, count_statement(search))
         assert_ordered_index_scans(count, f"{name} (count)")
         assert "Limit" in [node["Node Type"] for node in count], f"{name}: a full count"
+
+
+@pytest.mark.parametrize(
+    "name", [name for name, search in SEARCHES.items() if not search.scans_text]
+)
+async def test_the_monitors_status_counts_walk_the_newest_rows_only(
+    table: AsyncEngine, name: str
+) -> None:
+    """One index walk in the list's order that stops at its limit, whatever the statuses."""
+    found = await plan_of(table, status_breakdown_statement(SEARCHES[name], 2_000))
+    assert_ordered_index_scans(found, f"{name} (status counts)")
+    assert "Limit" in [node["Node Type"] for node in found], f"{name}: counts every match"
 
 
 @pytest.mark.parametrize("name", ["no filter", "several statuses", "q args"])

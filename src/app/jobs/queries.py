@@ -125,6 +125,15 @@ def count_statement(search: JobSearch) -> Select[Any]:
     return select(func.count()).select_from(walk.subquery("matching"))
 
 
+def status_breakdown_statement(search: JobSearch, newest: int) -> Select[Any]:
+    """Per status, how many of the `newest` newest rows matching `search` have it: one walk
+    in the list's order that stops there, however rare a status is. (Counting each status on
+    its own walks every matching row when a status has fewer than the cap.)"""
+    columns = [JOBS.c.status, JOBS.c.created_at, JOBS.c.id]
+    walk = _ordered(search, None, newest, columns=columns).subquery("newest")
+    return select(walk.c.status, func.count()).group_by(walk.c.status)
+
+
 def page_statement(
     search: JobSearch, *, after: Position | None, limit: int, offset: int
 ) -> Select[Any]:

@@ -100,6 +100,7 @@ class MonitorPages(Controller):
             rows=views,
             counts=_count_links(filters, counts),
             counted_at=counts.at.strftime("%H:%M:%S") if counts else None,
+            counted_newest=None if counts is None or counts.complete else f"{counts.newest:,}",
             older_url=filters.page_url(cursor=next_position.cursor()) if next_position else None,
             newer_url=filters.page_url(before=views[0].cursor) if views and newer_exists else None,
             first_page=filters.after is None and filters.before is None,
@@ -184,7 +185,7 @@ def _count_links(filters: PageFilters, counts: Any) -> list[dict[str, Any]] | No
         {
             "status": status.value,
             "icon": STATUS_ICONS[status],
-            "count": count_text(count, counts.cap),
+            "count": count_text(count),
             "url": filters.url(status=status.value),
         }
         for status, count in counts.by_status.items()

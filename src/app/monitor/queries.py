@@ -22,16 +22,16 @@ from sqlalchemy.sql.util import ClauseAdapter
 from app.jobs.lifecycle import JobStatus
 from app.jobs.queries import (
     JOBS,
-    TOTAL_LIMIT,
-    count_statement,
     indexed_conditions,
     scanned_conditions,
+    status_breakdown_statement,
 )
 from app.jobs.search import SCAN_LIMIT, JobSearch, Position
 
 RUNS_SHOWN = 60  # a task's last runs on a job's page
 STUCK_SCANNED = 500  # running rows looked at for a lost worker, oldest first
 COUNTS_TTL = 10.0  # seconds the status counts of one filter are reused
+COUNTED_NEWEST = 2_000  # the status counts are of the newest matching jobs, up to this many
 _COUNTS_KEPT = 256  # filters whose counts are kept, at most
 
 _PER_MINUTE = text(
@@ -49,9 +49,10 @@ _PER_MINUTE = text(
 
 @dataclass(frozen=True, slots=True)
 class StatusCounts:
-    by_status: dict[JobStatus, int]  # each counted up to TOTAL_LIMIT + 1
+    by_status: dict[JobStatus, int]  # among the newest `newest` matching jobs
     at: datetime  # when they were counted (they are reused for COUNTS_TTL seconds)
-    cap: int = TOTAL_LIMIT
+    newest: int = COUNTED_NEWEST
+    complete: bool = True  # False: more jobs match than the newest `newest` counted
 
 
 class MonitorQueries:
@@ -102,8 +103,9 @@ class MonitorQueries:
             return list((await session.execute(statement)).mappings())
 
     async def status_counts(self, search: JobSearch) -> StatusCounts | None:
-        """Per status, the jobs the search matches, each counted up to the cap and reused for
-        COUNTS_TTL seconds; None for a text search (its matches are not counted)."""
+        """Per status, how many of the newest COUNTED_NEWEST jobs the search matches have it
+        (one index walk that stops there), reused for COUNTS_TTL seconds; None for a text
+        search (its matches are not counted)."""
         if search.scans_text:
             return None
         now = self._clock()
@@ -111,15 +113,14 @@ class MonitorQueries:
         if cached is not None and cached[0] > now:
             return cached[1]
         wanted = list(JobStatus) if search.statuses is None else sorted(search.statuses)
-        counts: dict[JobStatus, int] = {}
         async with self._sessions() as session:
-            for status in wanted:
-                statement = count_statement(search.with_statuses(frozenset({status})))
-                counts[status] = int(await session.scalar(statement) or 0)
-            await session.commit()
+            found = await session.execute(status_breakdown_statement(search, COUNTED_NEWEST))
+            by_value = {str(status): int(count) for status, count in found.all()}
+        counts = {status: by_value.get(status.value, 0) for status in wanted}
         if len(self._counts) >= _COUNTS_KEPT:
             self._counts.clear()
-        result = StatusCounts(counts, datetime.now(UTC))
+        complete = sum(by_value.values()) < COUNTED_NEWEST
+        result = StatusCounts(counts, datetime.now(UTC), COUNTED_NEWEST, complete)
         self._counts[search] = (now + COUNTS_TTL, result)
         return result
 
@@ -169,5 +170,5 @@ def _on(condition: Any, table: Any) -> Any:
     return ClauseAdapter(table).traverse(condition)
 
 
-def count_text(count: int, cap: int = TOTAL_LIMIT) -> str:
-    return f"{cap:,}+" if count > cap else f"{count:,}"
+def count_text(count: int) -> str:
+    return f"{count:,}"
