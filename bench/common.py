@@ -317,6 +317,9 @@ class Bench:
         child = await self.spawn(name, command)
         child.port = port
         await child.wait_for_output("Application startup complete", within=60, times=processes)
+        # Printed once the socket is bound: a port another process took in the meantime
+        # ends uvicorn after its start-up, and another server may answer on that port.
+        await child.wait_for_output(f"Uvicorn running on http://127.0.0.1:{port}", within=60)
         return child, port
 
     async def start_worker(self, name: str, **extra_env: str) -> Child:
