@@ -15,9 +15,6 @@ import pytest
 from playwright.async_api import (
     Browser,
     BrowserContext,
-    ConsoleMessage,
-    Request,
-    Route,
     async_playwright,
 )
 
@@ -29,7 +26,7 @@ from tests.support import (
     make_settings,
     migrate,
 )
-from tests.support.browser import ARTIFACTS, RunningApp, Visit, app_and_worker
+from tests.support.browser import ARTIFACTS, RunningApp, Visit, app_and_worker, watch
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # No sandbox: the tests run as root; the rest keeps Chromium from calling home.
@@ -85,25 +82,7 @@ async def visit(browser: Browser, running_app: RunningApp) -> AsyncIterator[Visi
     context: BrowserContext = await browser.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()
     seen = Visit(page, running_app.origin)
-
-    async def closed_network(route: Route) -> None:
-        if route.request.url.startswith(f"{running_app.origin}/"):
-            await route.continue_()
-        else:
-            seen.refused.append(route.request.url)
-            await route.abort("internetdisconnected")
-
-    def on_request(request: Request) -> None:
-        seen.requests.append(request.url)
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            seen.errors.append(f"{message.text} ({message.location.get('url')})")
-
-    await context.route("**/*", closed_network)
-    page.on("request", on_request)
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: seen.errors.append(f"uncaught: {error}"))
+    await watch(context, seen)
     yield seen
     await context.close()
 

@@ -10,10 +10,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from playwright.async_api import Browser, ConsoleMessage, Request, Response, Route, expect
+from playwright.async_api import Browser, Response, expect
 
 from tests.support import ROOT
-from tests.support.browser import ARTIFACTS, Visit
+from tests.support.browser import ARTIFACTS, Visit, watch
 
 # The README's copies, refreshed only on request (UPDATE_SCREENSHOTS=1), so that a test run
 # leaves the checkout as it found it.
@@ -68,15 +68,7 @@ async def monitor_tab(
     page = await context.new_page()
     tab = MonitorTab(page, origin, pages_without_csp=[])
 
-    async def closed_network(route: Route) -> None:
-        if route.request.url.startswith(f"{origin}/"):
-            await route.continue_()
-        else:
-            tab.refused.append(route.request.url)
-            await route.abort("internetdisconnected")
-
-    def on_request(request: Request) -> None:
-        tab.requests.append(request.url)
+    await watch(context, tab)
 
     def on_response(response: Response) -> None:
         request = response.request
@@ -87,15 +79,7 @@ async def monitor_tab(
                 assert tab.pages_without_csp is not None
                 tab.pages_without_csp.append(request.url)
 
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            tab.errors.append(f"{message.text} ({message.location.get('url')})")
-
-    await context.route("**/*", closed_network)
-    page.on("request", on_request)
     page.on("response", on_response)
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: tab.errors.append(f"uncaught: {error}"))
     try:
         yield tab
     finally:

@@ -22,6 +22,7 @@ from tests.support import (
     app_env,
     create_database,
     drop_database,
+    eventually,
     migrate,
 )
 from tests.support.access import BOOTSTRAP_KEY, auth_settings, make_key
@@ -135,6 +136,16 @@ async def test_operator_acts_on_a_selection_and_on_all_matching(
         await page.get_by_role("button", name="Yes, do it").click()
         await expect(page.locator("#bulk-result")).to_have_text("retry: 1 done, 0 skipped")
 
+        async def retried_job_failed_again() -> bool:
+            answer = await page.request.get(
+                f"{monitor_app.origin}/api/v1/jobs/{failed[0]}",
+                headers={"Authorization": f"Bearer {monitor_app.operator_key}"},
+            )
+            job = await answer.json()
+            return job["status"] == "failed" and job["attempts"] == 2
+
+        # Counted once the retried job has ended: meanwhile the set of failed jobs moves.
+        await eventually(retried_job_failed_again, what="the retried job to fail again")
         await tab.open("/monitor?status=failed")
         counted = await page.request.get(
             f"{monitor_app.origin}/monitor/count?action=retry&status=failed"

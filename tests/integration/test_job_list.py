@@ -11,12 +11,12 @@ from uuid import uuid4
 
 import pytest
 from litestar.testing import AsyncTestClient
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db.models import BackgroundJob
 from app.jobs.queries import TOTAL_LIMIT
 from app.jobs.search import SCAN_LIMIT
+from tests.support.rows import insert_rows
 
 JOBS = "/api/v1/jobs"
 T0 = datetime(2026, 11, 30, 12, tzinfo=UTC)
@@ -40,11 +40,6 @@ def job_row(n: int, **columns: Any) -> dict[str, Any]:
         "updated_at": created,
         **columns,
     }
-
-
-async def insert_rows(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
-    async with engine.begin() as connection:
-        await connection.execute(insert(BackgroundJob.__table__), rows)
 
 
 async def newest_first(engine: AsyncEngine) -> list[str]:

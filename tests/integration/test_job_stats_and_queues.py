@@ -10,17 +10,16 @@ from uuid import uuid4
 import pytest
 from litestar.testing import AsyncTestClient
 from saq.job import Job
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.asgi import create_app
 from app.auth.roles import Role
 from app.config import Settings
-from app.db.models import BackgroundJob
 from app.jobs.queue import TrackedQueue
 from app.worker.settings import REGISTRY
 from tests.support import Servers, StartWorker, eventually
 from tests.support.access import BOOTSTRAP_KEY, auth_settings, bearer, make_key
+from tests.support.rows import insert_rows
 
 STATS = "/api/v1/jobs/stats"
 TRIGGER = "/api/v1/tasks/trigger-test"
@@ -46,11 +45,6 @@ def timed_row(
         "updated_at": created,
         **columns,
     }
-
-
-async def insert_rows(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
-    async with engine.begin() as connection:
-        await connection.execute(insert(BackgroundJob.__table__), rows)
 
 
 async def test_stats_count_each_status_and_give_the_percentiles_of_the_window(

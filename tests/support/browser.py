@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from playwright.async_api import Page
+from playwright.async_api import BrowserContext, ConsoleMessage, Page, Request, Route
 
 from app.config import Settings
 from tests.support.processes import Running
@@ -80,3 +80,27 @@ def app_and_worker(env: dict[str, str]) -> Iterator[str]:
     finally:
         for process in (api, worker):
             process.stop()
+
+
+async def watch(context: BrowserContext, visit: Visit) -> None:
+    """Keep `visit`'s tab on a closed network (requests off its origin are refused and
+    recorded) and record every request it makes and every error it logs."""
+
+    async def closed_network(route: Route) -> None:
+        if route.request.url.startswith(f"{visit.origin}/"):
+            await route.continue_()
+        else:
+            visit.refused.append(route.request.url)
+            await route.abort("internetdisconnected")
+
+    def on_request(request: Request) -> None:
+        visit.requests.append(request.url)
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            visit.errors.append(f"{message.text} ({message.location.get('url')})")
+
+    await context.route("**/*", closed_network)
+    visit.page.on("request", on_request)
+    visit.page.on("console", on_console)
+    visit.page.on("pageerror", lambda error: visit.errors.append(f"uncaught: {error}"))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.models import BackgroundJob
@@ -94,3 +94,9 @@ async def count_rows(target: AsyncSession | AsyncEngine) -> int:
     count = int(await target.scalar(statement) or 0)
     await target.commit()  # the next read starts a new snapshot
     return count
+
+
+async def insert_rows(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
+    """`background_jobs` rows as given, in one statement (tests that need a table's shape)."""
+    async with engine.begin() as connection:
+        await connection.execute(insert(BackgroundJob.__table__), rows)
