@@ -27,21 +27,21 @@ from app.auth.saq_web import SaqWebRoles
 from app.auth.session import SessionCookies
 from app.config import Settings, sqlalchemy_config
 from app.db.connection import HeldConnection, autocommit_sessions
-from app.jobs.event_hub import EventHub
-from app.jobs.events import EventPublisher, stream_key
-from app.jobs.http.actions import JobActionController, actions_dependencies
-from app.jobs.http.controllers import JobController, TaskController
-from app.jobs.http.dependencies import jobs_dependencies
-from app.jobs.http.events import EventController, events_dependencies
-from app.jobs.http.exception_handlers import exception_handlers
-from app.jobs.http.listing import JobListController
-from app.jobs.http.queues import QueueController
-from app.jobs.http.redaction import redaction_dependencies
+from app.jobs.http.control.actions import JobActionController, actions_dependencies
+from app.jobs.http.control.queues import QueueController
+from app.jobs.http.jobs.controllers import JobController, TaskController
+from app.jobs.http.jobs.events import EventController, events_dependencies
+from app.jobs.http.jobs.listing import JobListController
+from app.jobs.http.shared.dependencies import jobs_dependencies
+from app.jobs.http.shared.exception_handlers import exception_handlers
+from app.jobs.http.shared.redaction import redaction_dependencies
 from app.jobs.metrics import JobMetrics
-from app.jobs.outbox import Enqueuer
-from app.jobs.queue import TrackedQueue
+from app.jobs.outbox.enqueuer import Enqueuer
+from app.jobs.queue.tracked import TrackedQueue
+from app.jobs.reads.event_hub import EventHub
 from app.jobs.reconciler import Reconciler
-from app.jobs.recorder import LifecycleRecorder
+from app.jobs.record.events import EventPublisher, stream_key
+from app.jobs.record.recorder import LifecycleRecorder
 from app.jobs.registry import TaskRegistry
 from app.logs import logging_config
 from app.monitor.plugin import Monitor

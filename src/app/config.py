@@ -24,7 +24,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # Every connection of the process plans without sorts and without JIT. The job list's
 # pages come from index scans in the list's order, and a sort would read every matching
-# row first (app.jobs.queries); JIT only slows statements this short. Set when a
+# row first (app.jobs.reads.queries); JIT only slows statements this short. Set when a
 # connection opens, a page needs no transaction to set them: one round trip per page.
 # A statement with no sortless plan still sorts: only the choice between plans changes.
 PLANNER_SETTINGS = (("enable_sort", "off"), ("jit", "off"))

@@ -17,10 +17,10 @@ from app.asgi import Parts, build_parts, create_app
 from app.config import Settings
 from app.db.connection import HeldConnection
 from app.db.models import BackgroundJob
-from app.jobs.outbox import Enqueuer
-from app.jobs.queue import TrackedQueue
+from app.jobs.outbox.enqueuer import Enqueuer
+from app.jobs.queue.tracked import TrackedQueue
+from app.jobs.reads.service import BackgroundJobService
 from app.jobs.registry import TaskRegistry
-from app.jobs.service import BackgroundJobService
 from app.worker.settings import REGISTRY, saq_config
 from tests.support import StartWorker, WaitForRow
 from tests.support import wait_for_row as support_wait_for_row

@@ -16,7 +16,7 @@ from app.asgi import create_app
 from app.auth.roles import OPEN_MODE_ACTOR
 from app.config import Settings
 from app.db.models import BackgroundJob
-from app.jobs.http.schemas import WITHOUT_NUL
+from app.jobs.http.shared.schemas import WITHOUT_NUL
 from tests.support import count_rows, eventually, free_port
 
 TRIGGER = "/api/v1/tasks/trigger-test"

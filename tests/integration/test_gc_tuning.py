@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.asgi import create_app as create_product_app
 from app.config import Settings
-from app.jobs.outbox import Enqueuer
+from app.jobs.outbox.enqueuer import Enqueuer
 from app.jobs.registry import TaskRegistry, tracked_task
 from app.runtime import YOUNG_GENERATION_THRESHOLD
 from app.worker.settings import TASKS

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.jobs.queue import TrackedQueue
+from app.jobs.queue.tracked import TrackedQueue
 from app.jobs.registry import TaskRegistry
 from app.worker.tasks import trigger_test
 from tests.support import (

@@ -18,10 +18,10 @@ from app.asgi import Parts, create_app
 from app.config import Settings
 from app.db.models import JobAction
 from app.jobs.lifecycle import JobStatus, Transition
-from app.jobs.lifecycle_sql import RETRY_ENDED, retry_parameters
-from app.jobs.outbox import Enqueuer
-from app.jobs.queue import TrackedQueue
+from app.jobs.outbox.enqueuer import Enqueuer
+from app.jobs.queue.tracked import TrackedQueue
 from app.jobs.reconciler import Reconciler
+from app.jobs.record.statements import RETRY_ENDED, retry_parameters
 from app.jobs.registry import TaskRegistry, tracked_task
 from app.worker.tasks import trigger_test
 from tests.support import StartWorker, WaitForRow, read_rows

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from app.config import Settings
-from app.jobs.outbox import Enqueuer
-from app.jobs.progress import report_progress
+from app.jobs.outbox.enqueuer import Enqueuer
+from app.jobs.record.progress import report_progress
 from app.jobs.registry import TaskRegistry, tracked_task
 from app.worker.tasks import trigger_test
 from tests.support import StartWorker, WaitForRow, app_env

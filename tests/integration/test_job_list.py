@@ -14,8 +14,8 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.jobs.queries import TOTAL_LIMIT
-from app.jobs.search import SCAN_LIMIT
+from app.jobs.reads.queries import TOTAL_LIMIT
+from app.jobs.reads.search import SCAN_LIMIT
 from tests.support.rows import insert_rows
 
 JOBS = "/api/v1/jobs"

@@ -25,8 +25,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from app.config import Settings
-from app.jobs.queries import count_statement, page_statement, status_breakdown_statement
-from app.jobs.search import JobSearch, Position, parse_q
+from app.jobs.reads.queries import count_statement, page_statement, status_breakdown_statement
+from app.jobs.reads.search import JobSearch, Position, parse_q
 from tests.support import Servers, create_database, drop_database, migrate
 
 ROWS = 100_000

@@ -1,4 +1,4 @@
-"""The tracked queue's own Redis moves (`app.jobs.job_moves`), on real Redis.
+"""The tracked queue's own Redis moves (`app.jobs.queue.moves`), on real Redis.
 
 A worker takes, marks active and finishes jobs in fewer round trips than SAQ, the jobs of
 concurrent callers sharing a pipeline. These tests catch: takes that lose SAQ's order or do
@@ -18,9 +18,9 @@ import pytest
 from redis.exceptions import ResponseError
 from saq.job import TERMINAL_STATUSES, Status
 
-from app.jobs.outbox import Enqueuer
-from app.jobs.queue import TrackedQueue
-from app.jobs.redis_batch import CommandBatcher
+from app.jobs.outbox.enqueuer import Enqueuer
+from app.jobs.pipeline import CommandBatcher
+from app.jobs.queue.tracked import TrackedQueue
 from app.worker.settings import REGISTRY
 from app.worker.tasks import trigger_test
 from tests.support import StartWorker, eventually

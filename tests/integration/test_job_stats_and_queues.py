@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from app.asgi import create_app
 from app.auth.roles import Role
 from app.config import Settings
-from app.jobs.queue import TrackedQueue
+from app.jobs.queue.tracked import TrackedQueue
 from app.worker.settings import REGISTRY
 from tests.support import Servers, StartWorker, eventually
 from tests.support.access import BOOTSTRAP_KEY, auth_settings, bearer, make_key

@@ -18,11 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.db.connection import autocommit_sessions
 from app.db.models import BackgroundJob
 from app.jobs.lifecycle import CRON, ROW_ID
-from app.jobs.outbox import Enqueuer
-from app.jobs.queue import TrackedQueue
+from app.jobs.outbox.enqueuer import Enqueuer
+from app.jobs.queue.tracked import TrackedQueue
+from app.jobs.reads.service import BackgroundJobService
 from app.jobs.reconciler import LOST_CRON_RUN, REPLACED_RUN, Reconciler
 from app.jobs.registry import tracked_task
-from app.jobs.service import BackgroundJobService
 from app.worker import settings as worker_settings
 from tests.support import StartWorker, WaitForRow, eventually
 

@@ -17,9 +17,9 @@ from app.asgi import build_parts
 from app.config import Settings
 from app.db.models import BackgroundJob
 from app.jobs.lifecycle import Transition
-from app.jobs.outbox import Enqueuer
+from app.jobs.outbox.enqueuer import Enqueuer
+from app.jobs.reads.service import BackgroundJobService
 from app.jobs.registry import TaskRegistry, UnknownTaskError, tracked_task
-from app.jobs.service import BackgroundJobService
 from app.worker.settings import REGISTRY
 from app.worker.tasks import trigger_test
 from tests.support import count_rows, free_port

@@ -20,8 +20,8 @@ from saq.utils import now
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.connection import autocommit_sessions
-from app.jobs.outbox import Enqueuer
-from app.jobs.queue import TrackedQueue
+from app.jobs.outbox.enqueuer import Enqueuer
+from app.jobs.queue.tracked import TrackedQueue
 from app.jobs.reconciler import Reconciler
 from app.jobs.registry import TaskRegistry, tracked_task
 from app.worker.settings import TASKS

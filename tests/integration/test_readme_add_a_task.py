@@ -20,9 +20,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.models import BackgroundJob
-from app.jobs.outbox import Enqueuer
+from app.jobs.outbox.enqueuer import Enqueuer
+from app.jobs.reads.service import BackgroundJobService
 from app.jobs.registry import TaskRegistry, tracked_task
-from app.jobs.service import BackgroundJobService
 from app.worker import settings as worker_settings
 from app.worker import tasks as project_tasks
 from tests.support import ROOT, StartWorker, eventually

@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.asgi import build_parts
 from app.config import Settings
 from app.db.connection import autocommit_sessions
-from app.jobs.outbox import Enqueuer
-from app.jobs.queue import TrackedQueue
+from app.jobs.outbox.enqueuer import Enqueuer
+from app.jobs.queue.tracked import TrackedQueue
+from app.jobs.reads.service import BackgroundJobService
 from app.jobs.reconciler import Reconciler
 from app.jobs.registry import TaskRegistry, tracked_task
-from app.jobs.service import BackgroundJobService
 from app.worker.settings import REGISTRY
 from app.worker.tasks import trigger_test
 from tests.support import StartWorker, WaitForRow, free_port

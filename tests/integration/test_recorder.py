@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.connection import HeldConnection
 from app.jobs.lifecycle import JobStatus, Transition
-from app.jobs.recorder import LifecycleRecorder
-from app.jobs.service import BackgroundJobService
+from app.jobs.reads.service import BackgroundJobService
+from app.jobs.record.recorder import LifecycleRecorder
 from app.worker.tasks import trigger_test
 
 

@@ -23,8 +23,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.jobs.outbox import Enqueuer
-from app.jobs.queue import TrackedQueue
+from app.jobs.outbox.enqueuer import Enqueuer
+from app.jobs.queue.tracked import TrackedQueue
 from app.worker.tasks import trigger_test
 from tests.support import APP, VENV_BIN, Running, WaitForRow, app_env, eventually, read_rows
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.asgi import create_app
 from app.auth.roles import Role
-from app.jobs.http.redaction import MASK
+from app.jobs.http.shared.redaction import MASK
 from tests.support import Servers
 from tests.support.access import auth_settings, bearer, make_key
 

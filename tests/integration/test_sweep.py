@@ -19,8 +19,8 @@ from saq.job import Job, Status
 from saq.utils import now
 
 from app.jobs.lifecycle import SAQ_REASONS
-from app.jobs.outbox import Enqueuer
-from app.jobs.queue import TrackedQueue
+from app.jobs.outbox.enqueuer import Enqueuer
+from app.jobs.queue.tracked import TrackedQueue
 from app.jobs.registry import TaskRegistry, tracked_task
 from app.worker.settings import TASKS
 from tests.support import WaitForRow, eventually

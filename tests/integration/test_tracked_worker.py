@@ -10,10 +10,10 @@ import pytest
 from saq.queue import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.jobs.outbox import Enqueuer
-from app.jobs.queue import TrackedQueue
+from app.jobs.outbox.enqueuer import Enqueuer
+from app.jobs.queue.tracked import TrackedQueue
+from app.jobs.reads.service import BackgroundJobService
 from app.jobs.registry import TaskRegistry, tracked_task
-from app.jobs.service import BackgroundJobService
 from app.worker.settings import TASKS
 from app.worker.tasks import trigger_test
 from tests.support import StartWorker, WaitForRow

@@ -28,9 +28,9 @@ from app.asgi import Parts, build_parts
 from app.config import Settings
 from app.db.models import BackgroundJob
 from app.jobs.lifecycle import TERMINAL_STATUSES, UNFINISHED_STATUSES
-from app.jobs.queue import TrackedQueue
+from app.jobs.queue.tracked import TrackedQueue
+from app.jobs.reads.service import BackgroundJobService
 from app.jobs.registry import TaskFunction
-from app.jobs.service import BackgroundJobService
 from tests.support.app import REGISTRY, TEST_APP
 from tests.support.executions import executions
 from tests.support.processes import Running

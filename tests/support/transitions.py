@@ -7,7 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from app.jobs.lifecycle import JobStatus, Transition
-from app.jobs.service import BackgroundJobService
+from app.jobs.reads.service import BackgroundJobService
 
 
 async def mark_running(

@@ -25,11 +25,11 @@ from app.jobs.lifecycle import (
     row_id_of,
     to_json,
 )
-from app.jobs.lifecycle_sql import apply_transitions
-from app.jobs.outbox import Enqueuer
-from app.jobs.queue import TrackedQueue
+from app.jobs.outbox.enqueuer import Enqueuer
+from app.jobs.queue.tracked import TrackedQueue
 from app.jobs.reconciler import Action, decide
-from app.jobs.recorder import LifecycleRecorder
+from app.jobs.record.recorder import LifecycleRecorder
+from app.jobs.record.statements import apply_transitions
 from app.jobs.registry import TaskRegistry, tracked_task
 from app.worker.settings import tracked_cron
 from tests.unit.in_memory import FakeQueue, InMemoryConnection

@@ -25,7 +25,7 @@ from app.jobs.lifecycle import (
     from_saq,
     status_in,
 )
-from app.jobs.lifecycle_sql import apply_transitions
+from app.jobs.record.statements import apply_transitions
 from tests.unit.in_memory import InMemoryConnection
 
 QUEUED, RUNNING, COMPLETE, FAILED, ABORTED = JobStatus

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from structlog.testing import capture_logs
 
-from app.jobs.log_lines import Line, write_lines
+from app.jobs.record.log_lines import Line, write_lines
 
 LINES: list[Line] = [
     ("info", "job started", {"job_id": "a", "task": "t", "attempt": 1, "worker_id": "w"}),

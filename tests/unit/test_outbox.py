@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.jobs.outbox import (
+from app.jobs.outbox.enqueuer import (
     Batcher,
     EnqueuedJob,
     Enqueuer,

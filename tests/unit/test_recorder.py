@@ -10,7 +10,7 @@ from typing import Any
 from uuid import uuid4
 
 from app.jobs.lifecycle import JobStatus, Transition
-from app.jobs.recorder import LifecycleRecorder
+from app.jobs.record.recorder import LifecycleRecorder
 from tests.unit.in_memory import FakeTime, InMemoryConnection, every_job_took_effect
 
 IDLE, BUSY = 0.002, 0.010

@@ -13,13 +13,13 @@ from saq.job import Job, Status
 
 from app.auth.roles import Principal, Role
 from app.db.models import BackgroundJob
-from app.jobs.http.redaction import MASK, Redactor
-from app.jobs.http.schemas import JobRead
+from app.jobs.http.shared.redaction import MASK, Redactor
+from app.jobs.http.shared.schemas import JobRead
 from app.jobs.lifecycle import MANUAL_RETRIES, JobStatus, Transition, fold
-from app.jobs.lifecycle_sql import apply_transitions
-from app.jobs.progress import PROGRESS_MESSAGE, ProgressUpdate, apply_progress, clamped
 from app.jobs.reconciler import Action, decide
-from app.jobs.recorder import LifecycleRecorder
+from app.jobs.record.progress import PROGRESS_MESSAGE, ProgressUpdate, apply_progress, clamped
+from app.jobs.record.recorder import LifecycleRecorder
+from app.jobs.record.statements import apply_transitions
 from tests.unit.in_memory import FakeTime, InMemoryConnection
 
 

@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 from uuid import uuid4
 
 from app.db.models import BackgroundJob
-from app.jobs.http.schemas import JobRead
+from app.jobs.http.shared.schemas import JobRead
 
 
 def test_a_row_reads_as_every_column_including_ones_never_set() -> None:

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.jobs.lifecycle import JobStatus
-from app.jobs.queries import EXAMINED, MATCHED, MATCHED_SO_FAR, read_page
-from app.jobs.search import (
+from app.jobs.reads.queries import EXAMINED, MATCHED, MATCHED_SO_FAR, read_page
+from app.jobs.reads.search import (
     CURSOR_PATTERN,
     Q_PATTERN,
     SCAN_LIMIT,

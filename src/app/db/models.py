@@ -30,7 +30,7 @@ class BackgroundJob(UUIDv7AuditBase):
         CheckConstraint(status_in(JobStatus), name="status"),
         CheckConstraint("attempts >= 0", name="attempts"),
         # The job list's order, `created_at DESC, id DESC`, after each filter's column: an
-        # index scan returns a page in order, never sorted (app/jobs/queries.py).
+        # index scan returns a page in order, never sorted (app/jobs/reads/queries.py).
         *(
             Index(f"ix_background_jobs_{column}_created_at_id", column, "created_at", "id")
             for column in LISTED_BY
@@ -78,7 +78,7 @@ class BackgroundJob(UUIDv7AuditBase):
     # Times an operator retried it (`POST /api/v1/jobs/{job_id}/retry`): each starts a new run,
     # whose events carry this number so that the earlier runs' late events change nothing.
     manual_retries: Mapped[int] = mapped_column(default=0, server_default=text("0"))
-    # A running task's own report (app/jobs/progress.py): how far (0..1), and a short message.
+    # A running task's own report (jobs/record/progress.py): how far (0..1), and a short message.
     progress: Mapped[float | None] = mapped_column(Float, nullable=True)
     progress_message: Mapped[str | None] = mapped_column(String(200), nullable=True)
     user_id: Mapped[UUID | None] = mapped_column(nullable=True)

@@ -32,14 +32,14 @@ from saq.job import Job, Status
 from saq.utils import now
 
 from app.jobs.lifecycle import JobStatus, Transition, from_saq, manual_retries_of, row_id_of
-from app.jobs.service import BackgroundJobService
+from app.jobs.reads.service import BackgroundJobService
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from app.db.models import BackgroundJob
-    from app.jobs.outbox import Enqueuer
-    from app.jobs.queue import TrackedQueue
+    from app.jobs.outbox.enqueuer import Enqueuer
+    from app.jobs.queue.tracked import TrackedQueue
 
 log = structlog.get_logger(__name__)
 

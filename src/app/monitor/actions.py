@@ -15,10 +15,10 @@ from litestar.exceptions import ValidationException
 
 from app.auth.guard import role
 from app.auth.roles import Role
-from app.jobs.actions import BULK_LIMIT, JobActions
-from app.jobs.http.action_schemas import JobFilter
+from app.jobs.control.actions import BULK_LIMIT, JobActions
+from app.jobs.http.control.action_schemas import JobFilter
 from app.jobs.lifecycle import RETRYABLE_STATUSES, UNFINISHED_STATUSES
-from app.jobs.search import JobSearch, SearchError
+from app.jobs.reads.search import JobSearch, SearchError
 from app.monitor.views import PageFilters
 
 _STATUSES = {"retry": RETRYABLE_STATUSES, "cancel": UNFINISHED_STATUSES}

@@ -11,8 +11,8 @@ from typing import Any
 import structlog
 from litestar_saq import TaskQueues
 
-from app.jobs.service import BackgroundJobService
-from app.jobs.stats import failure_rate
+from app.jobs.reads.service import BackgroundJobService
+from app.jobs.reads.stats import failure_rate
 from app.monitor.queries import MonitorQueries
 from app.monitor.views import duration, moment
 

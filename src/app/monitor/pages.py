@@ -20,12 +20,12 @@ from litestar_saq import TaskQueues
 
 from app.auth.guard import role
 from app.auth.roles import Principal, Role
-from app.jobs.actions import BULK_LIMIT
-from app.jobs.http.redaction import Redactor
-from app.jobs.http.schemas import JobRead
+from app.jobs.control.actions import BULK_LIMIT
+from app.jobs.http.shared.redaction import Redactor
+from app.jobs.http.shared.schemas import JobRead
 from app.jobs.lifecycle import RETRYABLE_STATUSES, UNFINISHED_STATUSES, JobStatus
-from app.jobs.search import Position, SearchError
-from app.jobs.service import BackgroundJobService
+from app.jobs.reads.search import Position, SearchError
+from app.jobs.reads.service import BackgroundJobService
 from app.monitor.charts import outcome_chart, runs_strip
 from app.monitor.errors import PAGE_ERRORS
 from app.monitor.overview import Overview

@@ -20,13 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.util import ClauseAdapter
 
 from app.jobs.lifecycle import JobStatus
-from app.jobs.queries import (
+from app.jobs.reads.queries import (
     JOBS,
     indexed_conditions,
     scanned_conditions,
     status_breakdown_statement,
 )
-from app.jobs.search import SCAN_LIMIT, JobSearch, Position
+from app.jobs.reads.search import SCAN_LIMIT, JobSearch, Position
 
 RUNS_SHOWN = 60  # a task's last runs on a job's page
 STUCK_SCANNED = 500  # running rows looked at for a lost worker, oldest first

@@ -14,10 +14,10 @@ from uuid import UUID
 import msgspec
 
 from app.auth.roles import Principal
-from app.jobs.http.redaction import Redactor
-from app.jobs.http.schemas import JobRead
+from app.jobs.http.shared.redaction import Redactor
+from app.jobs.http.shared.schemas import JobRead
 from app.jobs.lifecycle import JobStatus
-from app.jobs.search import JobSearch, Position, SearchError, parse_q, parse_statuses
+from app.jobs.reads.search import JobSearch, Position, SearchError, parse_q, parse_statuses
 
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50

@@ -44,7 +44,7 @@ from app.jobs.metrics import (
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from app.jobs.queue import TrackedQueue
+    from app.jobs.queue.tracked import TrackedQueue
 
 log = structlog.get_logger(__name__)
 

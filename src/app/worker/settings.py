@@ -1,7 +1,7 @@
 """The tasks, the cron schedule, the SAQ plugin's configuration and the worker's hooks.
 
 Where the row is written: every transition of a job passes through the queue
-(`app.jobs.queue.TrackedQueue`), which hands it to its recorder. That is what lets a sweep,
+(`app.jobs.queue.tracked.TrackedQueue`), which hands it to its recorder. That is what lets a sweep,
 an abort from `/saq` or a shutdown re-queue reach the row: none of them runs
 `before_process`/`after_process`. The hooks below only put the job on every log line the
 task writes; the reconciler started here repairs what no process could report.
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 
     from app.config import Settings
-    from app.jobs.queue import TrackedQueue
+    from app.jobs.queue.tracked import TrackedQueue
     from app.jobs.reconciler import Reconciler
     from app.ops.retention import Retention
 

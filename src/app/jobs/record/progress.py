@@ -20,7 +20,7 @@ from saq.job import Job as SaqJob
 from sqlalchemy import text
 
 from app.jobs.lifecycle import manual_retries_of, row_id_of
-from app.jobs.lifecycle_sql import Execute, MovedRow
+from app.jobs.record.statements import Execute, MovedRow
 
 PROGRESS_MESSAGE = "progress_message"  # its `job.meta` key
 PROGRESS_MESSAGE_MAX = 200  # characters; the column is a varchar(200)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 from saq.job import Status
 
-from app.jobs.redis_batch import Command, CommandBatcher, Script
+from app.jobs.pipeline import Command, CommandBatcher, Script
 
 if TYPE_CHECKING:
     from saq.job import Job

@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from app.db.models import BackgroundJob
-from app.jobs.search import SCAN_LIMIT, JobSearch, Position
+from app.jobs.reads.search import SCAN_LIMIT, JobSearch, Position
 
 TOTAL_LIMIT = 1_000  # a list counts its rows up to here, then says "more than"
 

@@ -1,6 +1,6 @@
 """One reader of the job events per API process, fanned out to every open stream.
 
-The hub's task follows the queue's Redis Stream (`app.jobs.events`) with one blocking XREAD
+The hub's task follows the queue's Redis Stream (`app.jobs.record.events`) with one blocking XREAD
 at a time, whatever the number of clients, and hands each event to the subscriptions that
 want it (their filters and the key's project run here, before anything is queued). A client
 that resumes (`Last-Event-ID`) reads what it missed with one XRANGE, up to the position from
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from app.jobs.events import FIELD, LISTENED_FOR, JobEvent, decode, listeners_key
+from app.jobs.record.events import FIELD, LISTENED_FOR, JobEvent, decode, listeners_key
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -20,8 +20,8 @@ from app.auth.audit import AuditAction, AuditLog
 from app.auth.guard import BEARER, forbid_other_project, project_in_scope, role
 from app.auth.roles import Principal, Role
 from app.http_common.responses import errors
-from app.jobs.actions import BULK_LIMIT, FoundJob, JobActions, retryable
-from app.jobs.http.action_schemas import (
+from app.jobs.control.actions import BULK_LIMIT, FoundJob, JobActions, retryable
+from app.jobs.http.control.action_schemas import (
     BULK_BY_FILTER_EXAMPLE,
     BULK_BY_IDS_EXAMPLE,
     BULK_RESULT_EXAMPLE,
@@ -31,10 +31,10 @@ from app.jobs.http.action_schemas import (
     BulkResult,
     JobRetryAccepted,
 )
-from app.jobs.http.controllers import JobIdPath, _parse_job_id
-from app.jobs.http.listing_schemas import success
+from app.jobs.http.jobs.controllers import JobIdPath, _parse_job_id
+from app.jobs.http.jobs.listing_schemas import success
 from app.jobs.lifecycle import RETRYABLE_STATUSES, UNFINISHED_STATUSES
-from app.jobs.outbox import Enqueuer
+from app.jobs.outbox.enqueuer import Enqueuer
 
 QUEUE_LATER = "queue unavailable: the reconciler enqueues it once Redis is back"
 _BULK_ERRORS = errors(

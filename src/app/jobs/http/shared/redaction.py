@@ -14,7 +14,7 @@ import msgspec
 from litestar.di import Provide
 
 from app.auth.roles import Principal, Role
-from app.jobs.http.schemas import JobRead
+from app.jobs.http.shared.schemas import JobRead
 
 MASK = "***"
 

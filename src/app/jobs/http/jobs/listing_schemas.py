@@ -12,7 +12,7 @@ from litestar.openapi.spec import Example, OpenAPIFormat
 from litestar.params import QueryParameter
 
 from app.http_common.responses import string_only
-from app.jobs.http.schemas import TASK_NAME_MAX, WITHOUT_NUL, JobRead
+from app.jobs.http.shared.schemas import TASK_NAME_MAX, WITHOUT_NUL, JobRead
 
 LIST_LIMIT_MAX = 200
 LIST_OFFSET_MAX = 10_000  # `offset` reads every row it skips: cursors go further

@@ -20,8 +20,7 @@ from sqlalchemy import ColumnElement, Executable, Row, RowMapping, tuple_
 
 from app.db.models import BackgroundJob
 from app.jobs.lifecycle import TERMINAL_STATUSES, UNFINISHED_STATUSES, Transition, row_id_of
-from app.jobs.lifecycle_sql import apply_transitions
-from app.jobs.queries import (
+from app.jobs.reads.queries import (
     TOTAL,
     ListedPage,
     capped_total,
@@ -29,13 +28,14 @@ from app.jobs.queries import (
     page_statement,
     read_page,
 )
-from app.jobs.search import JobSearch, Position
-from app.jobs.stats import stats_statement
+from app.jobs.reads.search import JobSearch, Position
+from app.jobs.reads.stats import stats_statement
+from app.jobs.record.statements import apply_transitions
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from app.jobs.outbox import EnqueuedJob, Enqueuer
+    from app.jobs.outbox.enqueuer import EnqueuedJob, Enqueuer
     from app.jobs.registry import TaskFunction
 
 

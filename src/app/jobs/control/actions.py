@@ -19,17 +19,17 @@ from uuid import UUID
 from sqlalchemy import select, union_all
 
 from app.db.models import BackgroundJob
-from app.jobs.events import STATUS, JobEvent
 from app.jobs.lifecycle import RETRYABLE_STATUSES, UNFINISHED_STATUSES, JobStatus, row_id_of
-from app.jobs.lifecycle_sql import RETRY_ENDED, retry_parameters
-from app.jobs.queries import indexed_conditions
-from app.jobs.search import JobSearch
+from app.jobs.reads.queries import indexed_conditions
+from app.jobs.reads.search import JobSearch
+from app.jobs.record.events import STATUS, JobEvent
+from app.jobs.record.statements import RETRY_ENDED, retry_parameters
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from app.jobs.events import EventPublisher
-    from app.jobs.outbox import Enqueuer
+    from app.jobs.outbox.enqueuer import Enqueuer
+    from app.jobs.record.events import EventPublisher
 
 BULK_LIMIT = 1000  # jobs one call acts on, at most (a larger "retry all" is several calls)
 _ABORTS_AT_ONCE = 50  # concurrent aborts of a bulk cancel (each is a short Redis pipeline)

@@ -18,9 +18,9 @@ from litestar.status_codes import (
 )
 from litestar.types import ExceptionHandlersMap
 
-from app.jobs.http.schemas import WITHOUT_NUL, WITHOUT_NUL_EXPLAINED
-from app.jobs.outbox import IdempotencyConflictError
-from app.jobs.service import JobAlreadyFinishedError
+from app.jobs.http.shared.schemas import WITHOUT_NUL, WITHOUT_NUL_EXPLAINED
+from app.jobs.outbox.enqueuer import IdempotencyConflictError
+from app.jobs.reads.service import JobAlreadyFinishedError
 
 log = structlog.get_logger(__name__)
 

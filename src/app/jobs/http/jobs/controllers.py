@@ -28,8 +28,8 @@ from app.auth.roles import Principal, Role
 from app.db.models import BackgroundJob
 from app.http_common.body import StrictJSONBody
 from app.http_common.responses import DATABASE_DOWN, errors, string_only
-from app.jobs.http.redaction import Redactor
-from app.jobs.http.schemas import (
+from app.jobs.http.shared.redaction import Redactor
+from app.jobs.http.shared.schemas import (
     IDEMPOTENCY_KEY_MAX,
     TRIGGER_ACCEPTED_MESSAGE,
     TRIGGER_EXAMPLE,
@@ -39,8 +39,8 @@ from app.jobs.http.schemas import (
     JobRead,
     TriggerTestRequest,
 )
-from app.jobs.outbox import Enqueuer, IdempotencyConflictError
-from app.jobs.service import BackgroundJobService, JobAlreadyFinishedError
+from app.jobs.outbox.enqueuer import Enqueuer, IdempotencyConflictError
+from app.jobs.reads.service import BackgroundJobService, JobAlreadyFinishedError
 from app.worker import tasks
 
 

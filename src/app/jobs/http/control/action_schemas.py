@@ -11,10 +11,10 @@ from litestar.openapi.spec import Reference, Schema
 from litestar.typing import FieldDefinition
 
 from app.http_common.body import StrictJSONBody
-from app.jobs.actions import BULK_LIMIT
-from app.jobs.http.schemas import TASK_NAME_MAX, WITHOUT_NUL
+from app.jobs.control.actions import BULK_LIMIT
+from app.jobs.http.shared.schemas import TASK_NAME_MAX, WITHOUT_NUL
 from app.jobs.lifecycle import JobStatus
-from app.jobs.search import JobSearch
+from app.jobs.reads.search import JobSearch
 
 if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator

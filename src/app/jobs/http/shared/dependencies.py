@@ -7,8 +7,8 @@ from collections.abc import Callable
 from litestar.di import Provide
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.jobs.outbox import Enqueuer
-from app.jobs.service import BackgroundJobService
+from app.jobs.outbox.enqueuer import Enqueuer
+from app.jobs.reads.service import BackgroundJobService
 
 
 def jobs_dependencies(

@@ -24,12 +24,12 @@ from sqlalchemy import bindparam, select, text
 
 from app.db.models import BackgroundJob
 from app.jobs.lifecycle import MANUAL_RETRIES, ROW_ID, JobStatus, to_json
-from app.jobs.lifecycle_sql import Execute
+from app.jobs.record.statements import Execute
 from app.jobs.registry import TaskFunction, TaskPolicy, TaskRegistry, UnknownTaskError
 
 if TYPE_CHECKING:
     from app.db.connection import Connection
-    from app.jobs.queue import TrackedQueue
+    from app.jobs.queue.tracked import TrackedQueue
 
 log = structlog.get_logger(__name__)
 

@@ -13,7 +13,7 @@ from litestar_saq import TaskQueues
 from app.auth.guard import BEARER, role
 from app.auth.roles import Role
 from app.http_common.responses import errors
-from app.jobs.http.listing_schemas import (
+from app.jobs.http.jobs.listing_schemas import (
     QUEUES_EXAMPLE,
     QueueList,
     QueueReport,

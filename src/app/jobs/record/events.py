@@ -4,12 +4,12 @@ Redis Stream per queue by the process that wrote it.
 The recorder publishes what a batch changed once the batch is committed, so an event never
 announces a change the table does not hold yet. Every process (workers, and the API for its
 aborts) feeds the same stream; each API process reads it once and fans it out to its clients
-(`app.jobs.event_hub`). The stream's entry id is the event's SSE `id:`, which a client sends
+(`app.jobs.reads.event_hub`). The stream's entry id is the event's SSE `id:`, which a client sends
 back as `Last-Event-ID` to resume. The stream keeps about `maxlen` entries: a live view with a
 short memory, not a record (the row is the record).
 
 Events are added only while someone may read them: each API process with an open stream
-keeps a key alive (`listeners_key`, `app.jobs.event_hub`), for `LISTENED_FOR` seconds after
+keeps a key alive (`listeners_key`, `app.jobs.reads.event_hub`), for `LISTENED_FOR` seconds after
 its last stream closed so that a client can still resume. The check is made by Redis in the
 script that adds the events, so an event of a change committed after a stream opened is
 never skipped; with nobody listening, a worker's events cost one round trip per batch.
@@ -33,9 +33,9 @@ import msgspec
 import structlog
 
 from app.jobs.lifecycle import TERMINAL_STATUSES, JobStatus, Transition
-from app.jobs.lifecycle_sql import MovedRow
-from app.jobs.progress import ProgressUpdate
-from app.jobs.redis_batch import CommandBatcher, Script
+from app.jobs.pipeline import CommandBatcher, Script
+from app.jobs.record.progress import ProgressUpdate
+from app.jobs.record.statements import MovedRow
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

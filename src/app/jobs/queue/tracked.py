@@ -29,12 +29,12 @@ from saq.queue.base import logger as saq_log
 from saq.queue.redis import RedisQueue
 from saq.utils import now
 
-from app.jobs.job_moves import EMPTY, JobMoves
 from app.jobs.lifecycle import ROW_ID, Transition, UntrackedJobError
 from app.jobs.metrics import JobMetrics
-from app.jobs.progress import ProgressUpdate
-from app.jobs.recorder import LifecycleRecorder
-from app.jobs.redis_batch import CommandBatcher
+from app.jobs.pipeline import CommandBatcher
+from app.jobs.queue.moves import EMPTY, JobMoves
+from app.jobs.record.progress import ProgressUpdate
+from app.jobs.record.recorder import LifecycleRecorder
 
 log = structlog.get_logger(__name__)
 

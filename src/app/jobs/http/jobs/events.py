@@ -32,19 +32,19 @@ from app.auth.guard import BEARER, forbid_other_project, project_in_scope, role
 from app.auth.roles import Principal, Role
 from app.db.models import BackgroundJob
 from app.http_common.responses import errors, string_only
-from app.jobs.event_hub import EventHub, Subscription, position
-from app.jobs.events import STATUS, JobEvent, encode
-from app.jobs.http.controllers import JobIdPath, _find_job, _parse_job_id
-from app.jobs.http.listing import STATUS_LIST_PATTERN as _STATUS_LIST
-from app.jobs.http.listing import bad_query as _bad_query
-from app.jobs.http.listing import refuse_null_filters
-from app.jobs.http.listing_schemas import text_parameter as _text
-from app.jobs.http.listing_schemas import uuid_parameter as _uuid
-from app.jobs.http.redaction import Redactor
-from app.jobs.http.schemas import JobRead
+from app.jobs.http.jobs.controllers import JobIdPath, _find_job, _parse_job_id
+from app.jobs.http.jobs.listing import STATUS_LIST_PATTERN as _STATUS_LIST
+from app.jobs.http.jobs.listing import bad_query as _bad_query
+from app.jobs.http.jobs.listing import refuse_null_filters
+from app.jobs.http.jobs.listing_schemas import text_parameter as _text
+from app.jobs.http.jobs.listing_schemas import uuid_parameter as _uuid
+from app.jobs.http.shared.redaction import Redactor
+from app.jobs.http.shared.schemas import JobRead
 from app.jobs.lifecycle import TERMINAL_STATUSES
-from app.jobs.search import SearchError, parse_statuses
-from app.jobs.service import BackgroundJobService
+from app.jobs.reads.event_hub import EventHub, Subscription, position
+from app.jobs.reads.search import SearchError, parse_statuses
+from app.jobs.reads.service import BackgroundJobService
+from app.jobs.record.events import STATUS, JobEvent, encode
 
 SNAPSHOT = "job"  # the `event:` of a job's stream's first message: the job as GET shows it
 _HEARTBEAT = ServerSentEventMessage(data=None, comment="heartbeat")

@@ -20,16 +20,16 @@ from uuid import UUID
 
 import structlog
 
-from app.jobs.events import JobEvent
 from app.jobs.lifecycle import JobStatus, Transition
-from app.jobs.lifecycle_sql import write_transitions
-from app.jobs.log_lines import Line, write_lines
-from app.jobs.progress import ProgressUpdate, apply_progress
+from app.jobs.record.events import JobEvent
+from app.jobs.record.log_lines import Line, write_lines
+from app.jobs.record.progress import ProgressUpdate, apply_progress
+from app.jobs.record.statements import write_transitions
 
 if TYPE_CHECKING:
     from app.db.connection import Connection
-    from app.jobs.events import EventPublisher
     from app.jobs.metrics import JobMetrics
+    from app.jobs.record.events import EventPublisher
 
 log = structlog.get_logger(__name__)
 

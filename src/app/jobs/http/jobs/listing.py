@@ -18,7 +18,7 @@ from litestar.params import QueryParameter
 from app.auth.guard import BEARER, forbid_other_project, project_in_scope, role
 from app.auth.roles import Principal, Role
 from app.http_common.responses import DATABASE_DOWN, errors, string_only
-from app.jobs.http.listing_schemas import (
+from app.jobs.http.jobs.listing_schemas import (
     LIST_LIMIT_MAX,
     LIST_OFFSET_MAX,
     PAGE_EXAMPLE,
@@ -32,9 +32,9 @@ from app.jobs.http.listing_schemas import (
     text_parameter,
     uuid_parameter,
 )
-from app.jobs.http.redaction import MASK, Redactor
-from app.jobs.http.schemas import JobRead
-from app.jobs.search import (
+from app.jobs.http.shared.redaction import MASK, Redactor
+from app.jobs.http.shared.schemas import JobRead
+from app.jobs.reads.search import (
     CURSOR_PATTERN,
     Q_MAX,
     Q_PATTERN,
@@ -45,8 +45,8 @@ from app.jobs.search import (
     parse_q,
     parse_statuses,
 )
-from app.jobs.service import BackgroundJobService
-from app.jobs.stats import WINDOWS, failure_rate
+from app.jobs.reads.service import BackgroundJobService
+from app.jobs.reads.stats import WINDOWS, failure_rate
 
 # Litestar converts query values leniently, and to msgspec "null" (any case) is None for an
 # optional UUID: `user_id=null` silently meant "no filter".

@@ -1,0 +1,1 @@
+"""What operators do to jobs: retry and cancel, one by one or in bulk."""

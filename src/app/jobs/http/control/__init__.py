@@ -1,0 +1,1 @@
+"""Operators' actions on jobs, and the queues."""

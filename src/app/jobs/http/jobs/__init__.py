@@ -1,0 +1,1 @@
+"""Trigger, read, list, stats and event streams of jobs."""

@@ -1,0 +1,1 @@
+"""The row first, then the job: the enqueuer, idempotency."""
