@@ -16,9 +16,9 @@ import pytest
 from redis.asyncio import Redis
 
 from app.config import Settings
-from app.jobs import event_hub
 from app.jobs.lifecycle import JobStatus
 from app.jobs.pipeline import CommandBatcher
+from app.jobs.reads import event_hub
 from app.jobs.reads.event_hub import EventHub, Subscription
 from app.jobs.record.events import LISTENED_FOR, STATUS, EventPublisher, JobEvent, stream_key
 from tests.support import eventually
