@@ -60,13 +60,16 @@ PREFIX = "bgjobs"
 ROWS_TTL = 15.0  # seconds between two counts of the table's rows by status, per process
 LOST_CAP = 10_000  # running rows of lost workers counted at most, per scrape
 _ROWS_BY_STATUS = text("SELECT status, count(*) FROM background_jobs GROUP BY status")
-# A row without a worker counts too: no live worker will report its outcome.
-_LOST_WORKER_JOBS = text(
+# A row without a worker counts too: no live worker will report its outcome. In the status
+# index's order: with the app's planner settings (no sorts) the walk is that index's running
+# entries only, never the queued backlog that the index of unfinished rows also holds.
+LOST_WORKER_JOBS = text(
     f"""
     SELECT count(*) FROM (
         SELECT 1 FROM background_jobs
         WHERE status = '{JobStatus.RUNNING.value}' AND queue = :queue
           AND NOT (COALESCE(worker_id, '') = ANY(CAST(:live AS text[])))
+        ORDER BY created_at
         LIMIT :cap
     ) AS lost
     """  # noqa: S608 - the lifecycle's status only
@@ -167,7 +170,7 @@ class JobsCollector:
     async def _lost_worker_jobs(self, live_workers: list[str]) -> Metric:
         params = {"queue": self._queue.name, "live": live_workers, "cap": self._lost_cap}
         async with self._sessions() as session:
-            lost = (await session.execute(_LOST_WORKER_JOBS, params)).scalar_one()
+            lost = (await session.execute(LOST_WORKER_JOBS, params)).scalar_one()
         family = GaugeMetricFamily(
             f"{PREFIX}_lost_worker_jobs",
             "Running rows whose worker no longer reports to the queue "

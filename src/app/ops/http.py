@@ -5,7 +5,8 @@ unscoped API key (viewer and up); with `METRICS_PUBLIC=true` (or in open mode) a
 It is public to the app-wide guard and checked by its own (`scrape_guard`), because a
 scrape token is not an API key. HTTP metrics come from Litestar's Prometheus middleware,
 each request counted under its route's path template (so no job id becomes a label); job
-metrics from `JobsCollector`.
+metrics from `JobsCollector`; `bgjobs_ready` from the checks `GET /ready` makes
+(`app.ops.probes.readiness`), for the alert on readiness.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from litestar.params import JSONBody
 from litestar.plugins import InitPluginProtocol
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.status_codes import HTTP_200_OK
+from litestar_saq import TaskQueues
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -35,6 +37,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.audit import AuditAction, AuditLog, Outcome
 from app.auth.guard import BEARER, PUBLIC, Authenticator, role
@@ -47,9 +50,7 @@ from app.ops.retention import Retention
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
     from litestar.handlers.base import BaseRouteHandler
-    from litestar_saq import TaskQueues
     from prometheus_client.core import Metric
-    from sqlalchemy.ext.asyncio import AsyncSession
 
     from app.ops.collector import JobsCollector
 
