@@ -15,7 +15,7 @@ help: ## list the targets
 install: ## install the Python dependencies into .venv (uv, locked)
 	$(UV) sync --locked
 
-system-deps: ## install the PostgreSQL and Redis server packages if missing (root on Debian/Ubuntu)
+system-deps: ## install the PostgreSQL and Redis server packages if missing (root on Debian/Ubuntu; and promtool for lint/test)
 	scripts/install-system-deps.sh
 
 dev: install system-deps ## run PostgreSQL, Redis, the migrations, the API on 127.0.0.1:8000 and a worker, natively (open mode: no API key; API_PROCESSES, WORKER_PROCESSES)
@@ -31,16 +31,19 @@ migrate: install ## apply the Alembic migrations to DATABASE_URL
 	$(LITESTAR) database upgrade --no-prompt
 
 test: export WITH_BROWSER := 1
+test: export WITH_PROMTOOL := 1
 test: install system-deps ## run the whole test suite on throwaway PostgreSQL and Redis servers (and Chromium for tests/browser)
 	$(RUN) pytest $(PYTEST_ARGS)
 
-lint: install ## ruff (lint + format check), mypy, import-linter's layers, hadolint on the Dockerfile, the Compose spec on docker-compose.yml
+lint: install ## ruff (lint + format check), mypy, import-linter's layers, hadolint on the Dockerfile, the Compose spec on docker-compose.yml, promtool on the alert rules
+	WITH_SERVERS=0 WITH_PROMTOOL=1 scripts/install-system-deps.sh
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
 	$(RUN) lint-imports
 	$(RUN) hadolint Dockerfile
 	$(RUN) check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	promtool check rules deploy/prometheus/alerts.yml
 
 format: install ## apply ruff's fixes and formatting
 	$(RUN) ruff check --fix .

@@ -114,6 +114,7 @@ def build_parts(settings: Settings, registry: TaskRegistry) -> Parts:
         job_days=settings.job_retention_days,
         audit_days=settings.audit_retention_days,
         interval=settings.retention_interval,
+        metrics=metrics,
     )
     return Parts(database, sessions, queue, enqueuer, reconciler, retention, metrics)
 

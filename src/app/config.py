@@ -245,7 +245,7 @@ def sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
         connection_string=settings.database_url,
         engine_config=EngineConfig(**settings.engine_options()),
         session_config=AsyncSessionConfig(expire_on_commit=False),
-        # A request's own session (only /ready uses one) ends with its response.
+        # A request's own session (only /ready and /metrics use one) ends with its response.
         before_send_handler="autocommit",
         alembic_config=AlembicAsyncConfig(script_location=str(settings.migrations_path)),
         create_all=False,

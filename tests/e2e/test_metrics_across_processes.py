@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from litestar.testing import AsyncTestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.asgi import create_app
 from tests.support import (
@@ -23,20 +22,9 @@ from tests.support import (
     make_settings,
     migrate,
 )
+from tests.support.scrape import samples, value
 
 JOBS = 6  # half of them fail
-
-
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(scrape: dict[Any, float], name: str, **labels: str) -> float:
-    return scrape.get((name, frozenset(labels.items())), 0.0)
 
 
 async def test_the_scrape_adds_up_what_every_worker_process_counted(

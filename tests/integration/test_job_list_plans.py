@@ -6,7 +6,8 @@ The plans are those of the statements the service runs, on a connection opened w
 app's own engine options (`Settings.engine_options`: no sorts, no JIT), on a throwaway
 database whose table looks like a busy month: skewed tasks and queues, a rare task and
 queue, 1,000 users, 100 projects, 20 workers, a few percent failed or aborted with an error,
-and the newest 200 rows still queued or running.
+and the newest 200 rows still queued or running. The scrape's count of lost workers' jobs
+is planned here too.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from app.config import Settings
 from app.jobs.reads.queries import count_statement, page_statement, status_breakdown_statement
 from app.jobs.reads.search import JobSearch, Position, parse_q
+from app.ops.collector import LOST_CAP, LOST_WORKER_JOBS
 from tests.support import Servers, create_database, drop_database, migrate
 
 ROWS = 100_000
@@ -230,3 +232,34 @@ async def test_the_rows_and_the_planner_statistics_are_there(table: AsyncEngine)
         )
     assert estimate is not None
     assert estimate >= ROWS * 0.9
+
+
+_BACKLOG = """
+INSERT INTO background_jobs (id, job_id, task_name, queue, status, created_at, updated_at)
+SELECT gen_random_uuid(), gen_random_uuid(), 'send_email', 'default', 'queued', now(), now()
+FROM generate_series(1, 50000)
+"""
+
+
+@pytest.mark.parametrize("backlog", [False, True], ids=["few waiting", "a backlog of 50,000"])
+async def test_the_scrapes_count_of_lost_workers_jobs_reads_the_running_rows_only(
+    table: AsyncEngine, backlog: bool
+) -> None:
+    """`bgjobs_lost_worker_jobs` is counted at every scrape: a walk of the status index's
+    running entries that stops at its cap, never of the table, of the queue's rows (here
+    90 % of it) or of a backlog of queued jobs."""
+    params = {"queue": "default", "live": ["worker-1", "worker-2"], "cap": LOST_CAP}
+    async with table.connect() as connection:
+        transaction = await connection.begin()
+        if backlog:  # rolled back with its statistics
+            await connection.execute(text(_BACKLOG))
+            await connection.execute(text("ANALYZE background_jobs"))
+        explained = await connection.execute(Explain(LOST_WORKER_JOBS.bindparams(**params)))
+        document = explained.scalar_one()
+        await transaction.rollback()
+    plan = document if isinstance(document, list) else json.loads(document)
+    found = list(nodes(plan[0]["Plan"]))
+    assert_ordered_index_scans(found, "lost workers' jobs")
+    assert "Limit" in [node["Node Type"] for node in found]
+    scanned = {node["Index Name"] for node in found if "Index Name" in node}
+    assert scanned == {"ix_background_jobs_status_created_at_id"}

@@ -11,7 +11,6 @@ from uuid import uuid4
 
 import pytest
 from litestar.testing import AsyncTestClient
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.asgi import create_app
@@ -19,22 +18,10 @@ from app.auth.roles import Role
 from app.config import Settings
 from tests.support import Servers, StartWorker, WaitForRow, eventually
 from tests.support.access import auth_settings, bearer, make_key
+from tests.support.scrape import samples, value
 
 TRIGGER = "/api/v1/tasks/trigger-test"
 FORBIDDEN_LABELS = {"job_id", "user_id", "project_id"}
-
-
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of a scrape: (name, labels) -> value."""
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(scrape: dict[Any, float], name: str, **labels: str) -> float | None:
-    return scrape.get((name, frozenset(labels.items())))
 
 
 async def test_a_job_run_by_a_worker_reaches_the_scrape_without_ids_as_labels(

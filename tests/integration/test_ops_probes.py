@@ -1,5 +1,6 @@
 """`/health` says the process serves; `/ready` that PostgreSQL and Redis answer and the
-database's migrations are the code's, naming what is not."""
+database's migrations are the code's, naming what is not. The scrape of `/metrics` reports
+the same checks (`bgjobs_ready{check}`), for the alert on `/ready` failing."""
 
 from __future__ import annotations
 
@@ -14,14 +15,25 @@ from litestar.testing import AsyncTestClient
 
 from app.asgi import create_app
 from app.config import Settings
-from app.ops.probes import migration_heads
+from app.ops.probes import READINESS_CHECKS, migration_heads
 from tests.support import APP, ROOT, VENV_BIN, Servers, create_database, drop_database, free_port
+from tests.support.scrape import samples, value
 
 
 async def probe(settings: Settings) -> tuple[Any, Any]:
-    """(/health, /ready) answered by an app on `settings`."""
+    """(/health, /ready) answered by an app on `settings`; its scrape of `/metrics` says the
+    same as /ready, check by check."""
     async with AsyncTestClient(app=create_app(settings)) as client:
-        return await client.get("/health"), await client.get("/ready")
+        health, ready = await client.get("/health"), await client.get("/ready")
+        scraped = samples((await client.get("/metrics")).text)
+    gauges = {check: value(scraped, "bgjobs_ready", check=check) for check in READINESS_CHECKS}
+    assert gauges == {check: float(ready.json()[check] == "ok") for check in READINESS_CHECKS}
+    return health, ready
+
+
+async def test_ready_when_every_check_passes(settings: Settings) -> None:
+    _, ready = await probe(settings)
+    assert (ready.status_code, ready.json()["status"]) == (200, "ready")
 
 
 async def test_postgres_down_is_not_ready_but_alive(settings: Settings) -> None:

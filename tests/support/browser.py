@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import time
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from playwright.async_api import BrowserContext, ConsoleMessage, Page, Request, Route
 
 from app.config import Settings
-from tests.support.processes import Running
-from tests.support.servers import APP, ROOT, VENV_BIN, free_port
+from tests.support.processes import app_and_worker  # the app it visits (tests/e2e use it too)
+from tests.support.servers import ROOT
+
+__all__ = ["ARTIFACTS", "RunningApp", "Visit", "app_and_worker", "watch"]
 
 ARTIFACTS = ROOT / "tests" / "browser" / "artifacts"
 
@@ -46,40 +44,6 @@ class Visit:
         assert outside == [], f"requests leaving {self.origin}: {outside}"
         assert self.refused == [], f"requests refused: {self.refused}"
         assert self.errors == [], f"console errors: {self.errors}"
-
-
-def wait_until_serving(origin: str, api: Running) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{origin}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            if time.monotonic() > deadline or api.process.poll() is not None:
-                raise AssertionError(f"api did not start:\n{api.output[-3000:]}") from None
-        time.sleep(0.2)
-
-
-@contextlib.contextmanager
-def app_and_worker(env: dict[str, str]) -> Iterator[str]:
-    """The API on a free port and one worker, both started with `env`; yields the API's
-    origin in the README's form (http://localhost:<port>) once both serve."""
-    port = free_port()
-    origin = f"http://localhost:{port}"
-    worker = Running([str(VENV_BIN / "litestar"), "--app", APP, "workers", "run"], env, "worker")
-    api = Running(
-        [str(VENV_BIN / "uvicorn"), "--factory", APP, "--host", "127.0.0.1", "--port", str(port)],
-        env,
-        "api",
-    )
-    try:
-        worker.wait_for_line(lambda line: '"worker started"' in line)
-        wait_until_serving(origin, api)
-        yield origin
-    finally:
-        for process in (api, worker):
-            process.stop()
 
 
 async def watch(context: BrowserContext, visit: Visit) -> None:

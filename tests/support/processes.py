@@ -1,19 +1,22 @@
-"""Real processes started from a command line, their output kept; finding what survived."""
+"""Real processes started from a command line, their output kept; the API and a worker as
+the README starts them; finding what survived."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Callable
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from saq.worker import Worker
 
-from tests.support.servers import ROOT
+from tests.support.servers import APP, ROOT, VENV_BIN, free_port
 
 # The `start_worker` fixture of tests/integration: a tracked SAQ worker in the test's loop.
 StartWorker = Callable[..., Awaitable[Worker[Any]]]
@@ -90,6 +93,40 @@ class Running:
         if self.process.poll() is None:
             self.send(signal.SIGKILL)
             self.process.wait()
+
+
+def wait_until_serving(origin: str, api: Running) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{origin}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline or api.process.poll() is not None:
+                raise AssertionError(f"api did not start:\n{api.output[-3000:]}") from None
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def app_and_worker(env: dict[str, str]) -> Iterator[str]:
+    """The API on a free port and one worker, both started with `env`; yields the API's
+    origin in the README's form (http://localhost:<port>) once both serve."""
+    port = free_port()
+    origin = f"http://localhost:{port}"
+    worker = Running([str(VENV_BIN / "litestar"), "--app", APP, "workers", "run"], env, "worker")
+    api = Running(
+        [str(VENV_BIN / "uvicorn"), "--factory", APP, "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        "api",
+    )
+    try:
+        worker.wait_for_line(lambda line: '"worker started"' in line)
+        wait_until_serving(origin, api)
+        yield origin
+    finally:
+        for process in (api, worker):
+            process.stop()
 
 
 def processes_of(*markers: str) -> list[str]:

@@ -12,8 +12,15 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.jobs.lifecycle import JobStatus, Transition
-from app.jobs.metrics import MAX_EXCEPTION_CLASSES, JobMetrics, exception_class
-from app.ops.collector import counter_families
+from app.jobs.metrics import (
+    LAST_SUCCESS,
+    MAX_EXCEPTION_CLASSES,
+    RECONCILER,
+    RETENTION,
+    JobMetrics,
+    exception_class,
+)
+from app.ops.collector import counter_families, last_success_family
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -81,7 +88,7 @@ def test_exception_classes_past_the_limit_are_counted_as_other() -> None:
 def scrape(samples: dict[tuple[str, ...], float]) -> dict[tuple[str, frozenset[Any]], float]:
     class Families:
         def collect(self) -> Any:
-            return counter_families("q", samples)
+            return [*counter_families("q", samples), last_success_family("q", samples)]
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Families())  # type: ignore[arg-type]
@@ -114,3 +121,39 @@ def test_the_scrape_renders_counters_and_cumulative_buckets() -> None:
     assert rendered[(bucket, frozenset({*task, ("le", "+Inf")}))] == 2
     assert rendered[("bgjobs_run_seconds_count", frozenset(task))] == 2
     assert rendered[("bgjobs_run_seconds_sum", frozenset(task))] == pytest.approx(0.21)
+
+
+def test_passes_of_the_maintenance_loops_are_counted_with_the_last_success() -> None:
+    metrics = JobMetrics(None, "q")  # type: ignore[arg-type]
+    metrics.pass_made(RECONCILER, succeeded=False)
+    metrics.pass_made(RECONCILER, succeeded=True)
+    metrics.pass_made(RECONCILER, succeeded=True)
+    assert counts(metrics) == {
+        ("maintenance_passes", RECONCILER, "failed"): 1,
+        ("maintenance_passes", RECONCILER, "succeeded"): 2,
+    }
+    assert set(metrics._succeeded) == {RECONCILER}  # a failed pass sets no time
+
+
+def test_every_loops_passes_are_rendered_from_zero_and_its_last_success_as_a_gauge() -> None:
+    rendered = scrape(
+        {("maintenance_passes", RETENTION, "failed"): 2, (LAST_SUCCESS, RETENTION): 1.7e9}
+    )
+    passes = {
+        (labels["loop"], labels["outcome"]): count
+        for (name, labelset), count in rendered.items()
+        if name == "bgjobs_maintenance_passes_total"
+        for labels in [dict(labelset)]
+    }
+    # Present before their first pass: `increase()` then sees the first failure.
+    assert passes == {
+        (RECONCILER, "succeeded"): 0,
+        (RECONCILER, "failed"): 0,
+        (RETENTION, "succeeded"): 0,
+        (RETENTION, "failed"): 2,
+    }
+    name = "bgjobs_maintenance_last_success_timestamp_seconds"
+    assert rendered == {
+        **{key: n for key, n in rendered.items() if key[0] != name},
+        (name, frozenset({("queue", "q"), ("loop", RETENTION)})): 1.7e9,
+    }

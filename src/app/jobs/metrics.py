@@ -7,6 +7,10 @@ time is added to one Redis hash per queue in one MULTI/EXEC; the scrape reads th
 (`read`). Counters in Redis only grow; a flushed Redis starts them again at zero, which
 Prometheus reads as a counter reset. The labels are the task, the queue, the final status
 and the exception's class: never a job, user or project id.
+
+The workers' maintenance loops (the reconciler, retention) count their passes the same way,
+and the time of their last successful pass goes to a sorted set beside the hash, where the
+latest of every process's is kept.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -42,6 +47,13 @@ ATTEMPT_FAILURES = "attempt_failures"  # (task, exception)
 RUN_SECONDS = "run_seconds"  # histogram (task): a final attempt's start to its end
 WAIT_SECONDS = "wait_seconds"  # histogram (task): enqueued (or due) to the first start
 HISTOGRAMS = (RUN_SECONDS, WAIT_SECONDS)
+# The workers' maintenance loops: one pass at a time across the workers (a Redis lock).
+RECONCILER = "reconciler"
+RETENTION = "retention"
+LOOPS = (RECONCILER, RETENTION)
+SUCCEEDED, FAILED = "succeeded", "failed"
+PASSES = "maintenance_passes"  # (loop, SUCCEEDED | FAILED): passes a process made
+LAST_SUCCESS = "maintenance_last_success"  # (loop): Unix time, read from the sorted set
 
 Sample = tuple[str, ...]  # (metric, *labels); a histogram's are `<name>_bucket`, `<name>_sum`
 
@@ -62,8 +74,10 @@ class JobMetrics:
         self.redis = redis
         self.queue_name = queue_name
         self.key = f"saq:{queue_name}:metrics"
+        self.successes_key = f"saq:{queue_name}:metrics:last-success"  # loop -> Unix time
         self._interval = publish_interval
         self._counts: defaultdict[Sample, float] = defaultdict(float)
+        self._succeeded: dict[str, float] = {}  # loop -> when its last pass here succeeded
         self._classes: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -90,6 +104,13 @@ class JobMetrics:
                 if transition.started_at is not None and transition.completed_at is not None:
                     elapsed = transition.completed_at - transition.started_at
                     self._observe(RUN_SECONDS, transition.task, elapsed.total_seconds())
+        self._start()
+
+    def pass_made(self, loop: str, *, succeeded: bool) -> None:
+        """This process made a pass of a maintenance loop (`RECONCILER`, `RETENTION`)."""
+        self._counts[(PASSES, loop, SUCCEEDED if succeeded else FAILED)] += 1
+        if succeeded:
+            self._succeeded[loop] = time.time()
         self._start()
 
     def _observe(self, histogram: str, task: str, seconds: float) -> None:
@@ -125,9 +146,10 @@ class JobMetrics:
     async def publish(self) -> None:
         """Add what was counted since the last call to Redis (kept for the next call if
         Redis does not take it)."""
-        if not self._counts:
+        if not self._counts and not self._succeeded:
             return
         counts, self._counts = self._counts, defaultdict(float)
+        succeeded, self._succeeded = self._succeeded, {}
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
                 for sample, value in counts.items():
@@ -136,10 +158,14 @@ class JobMetrics:
                         pipe.hincrbyfloat(self.key, field, value)
                     else:  # counts stay integers in Redis
                         pipe.hincrby(self.key, field, int(value))
+                if succeeded:  # GT: another process's later success is never moved back
+                    pipe.zadd(self.successes_key, succeeded, gt=True)
                 await pipe.execute()
         except BaseException:
             for sample, value in counts.items():
                 self._counts[sample] += value
+            for loop, at in succeeded.items():
+                self._succeeded[loop] = max(at, self._succeeded.get(loop, at))
             raise
 
     async def close(self) -> None:
@@ -157,6 +183,15 @@ class JobMetrics:
     # Reading: what every process has published.
 
     async def read(self) -> dict[Sample, float]:
-        """Every counter of this queue in Redis."""
-        raw: dict[Any, Any] = await self.redis.hgetall(self.key)  # type: ignore[misc]
-        return {tuple(json.loads(field)): float(value) for field, value in raw.items()}
+        """Every counter of this queue in Redis, and each loop's last success
+        (`(LAST_SUCCESS, loop)`: Unix time)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.key)
+            pipe.zrange(self.successes_key, 0, -1, withscores=True)
+            raw, successes = await pipe.execute()
+        samples: dict[Sample, float] = {
+            tuple(json.loads(field)): float(value) for field, value in raw.items()
+        }
+        for loop, at in successes:
+            samples[(LAST_SUCCESS, loop.decode() if isinstance(loop, bytes) else loop)] = at
+        return samples

@@ -32,6 +32,7 @@ from saq.job import Job, Status
 from saq.utils import now
 
 from app.jobs.lifecycle import JobStatus, Transition, from_saq, manual_retries_of, row_id_of
+from app.jobs.metrics import RECONCILER
 from app.jobs.reads.service import BackgroundJobService
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ class ReconcileReport:
     requeued: int = 0
     worker_lost: int = 0
     repaired: int = 0
+    skipped: bool = False  # another worker made this interval's pass
 
 
 class Reconciler:
@@ -119,6 +121,7 @@ class Reconciler:
         self._cursor: tuple[datetime, UUID] | None = None
 
     async def run(self) -> None:
+        metrics = self._queue.metrics  # passes counted for /metrics (README "Alerts")
         while True:
             try:
                 report = await self.run_once()
@@ -126,13 +129,18 @@ class Reconciler:
                     log.info("reconciled background_jobs with redis", **vars(report))
             except Exception as exc:  # PostgreSQL or Redis down: try again next interval
                 log.warning("reconcile pass failed", error=f"{type(exc).__name__}: {exc}")
+                if metrics is not None:
+                    metrics.pass_made(RECONCILER, succeeded=False)
+            else:
+                if metrics is not None and not report.skipped:
+                    metrics.pass_made(RECONCILER, succeeded=True)
             await asyncio.sleep(self._interval)
 
     async def run_once(self, *, force: bool = False) -> ReconcileReport:
         report = ReconcileReport()
         lock_ms = max(int(self._interval * 1000 * 0.9), 1)
         if not force and not await self._queue.redis.set(self._lock_key, 1, nx=True, px=lock_ms):
-            return report  # another worker did this pass
+            return ReconcileReport(skipped=True)  # another worker did this pass
         older_than = datetime.now(UTC) - timedelta(seconds=self._grace)
         service = BackgroundJobService(self._sessions(), enqueuer=self._enqueuer)
         rows = await service.unfinished(

@@ -5,11 +5,13 @@ unscoped API key (viewer and up); with `METRICS_PUBLIC=true` (or in open mode) a
 It is public to the app-wide guard and checked by its own (`scrape_guard`), because a
 scrape token is not an API key. HTTP metrics come from Litestar's Prometheus middleware,
 each request counted under its route's path template (so no job id becomes a label); job
-metrics from `JobsCollector`.
+metrics from `JobsCollector`; `bgjobs_ready` from the checks `GET /ready` makes
+(`app.ops.probes.readiness`), for the alert on readiness.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -25,6 +27,7 @@ from litestar.params import JSONBody
 from litestar.plugins import InitPluginProtocol
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.status_codes import HTTP_200_OK
+from litestar_saq import TaskQueues
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -32,13 +35,16 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.audit import AuditAction, AuditLog, Outcome
 from app.auth.guard import BEARER, PUBLIC, Authenticator, role
 from app.auth.roles import Principal, Role
 from app.http_common.body import OptionalBody, StrictJSONBody
 from app.http_common.responses import errors
+from app.ops.probes import READINESS_CHECKS, Readiness, readiness
 from app.ops.retention import Retention
 
 if TYPE_CHECKING:
@@ -95,6 +101,17 @@ class _Prepared:
         return self._families
 
 
+def readiness_family(ready: Readiness) -> Metric:
+    """`bgjobs_ready{check}`: 1 when that check of `/ready` passes, so an alert can say which
+    one failed (Prometheus' `up` says whether the scrape itself did)."""
+    family = GaugeMetricFamily(
+        "bgjobs_ready", "1 when this check of GET /ready passes.", labels=["check"]
+    )
+    for check in READINESS_CHECKS:
+        family.add_metric([check], 1 if getattr(ready, check) == "ok" else 0)
+    return family
+
+
 def http_registry() -> CollectorRegistry:
     """The process's own registry, or every process's with PROMETHEUS_MULTIPROC_DIR set
     (several uvicorn workers on one host), as Litestar's PrometheusController reads it."""
@@ -111,11 +128,20 @@ class MetricsController(Controller):
     include_in_schema = False  # Prometheus' text format, not the JSON API
 
     @get("/", guards=[scrape_guard])
-    async def scrape(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        """HTTP metrics of this process, job metrics of the whole queue."""
+    async def scrape(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: NamedDependency[AsyncSession],
+        task_queues: NamedDependency[TaskQueues],
+    ) -> Response[bytes]:
+        """HTTP metrics of this process, job metrics of the whole queue, and what `/ready`
+        would answer now."""
         collector: JobsCollector = request.app.state["jobs_collector"]
+        families, ready = await asyncio.gather(
+            collector.collect(), readiness(request.app.state, db_session, task_queues)
+        )
         jobs = CollectorRegistry(auto_describe=False)
-        jobs.register(_Prepared(await collector.collect()))
+        jobs.register(_Prepared([*families, readiness_family(ready)]))
         body = generate_latest(http_registry()) + generate_latest(jobs)
         # As a header: as a media type, Litestar would add a second charset to it.
         return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})

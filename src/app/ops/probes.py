@@ -20,6 +20,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from litestar import Request, Response, get
 from litestar.config.app import AppConfig
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.plugins import InitPluginProtocol
@@ -46,6 +47,9 @@ class Readiness(msgspec.Struct):
     database: str  # "ok", or "unavailable: <error type>"
     redis: str  # "ok", or "unavailable: <error type>"
     migrations: str  # "ok", or what differs: "database at 0003, code at 0006"
+
+
+READINESS_CHECKS = ("database", "redis", "migrations")  # Readiness's fields other than status
 
 
 def migration_heads(script_location: Path) -> frozenset[str]:
@@ -81,16 +85,20 @@ async def ready(
 ) -> Response[Readiness]:
     """`200` when PostgreSQL and Redis answer and the migrations are at the code's head,
     else `503` naming what is not."""
-    heads: frozenset[str] | str = request.app.state[_STATE_KEY]
-    version_table = request.app.state["migration_version_table"]
+    checked = await readiness(request.app.state, db_session, task_queues)
+    ok = checked.status == "ready"
+    return Response(checked, status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE)
+
+
+async def readiness(state: State, session: AsyncSession, task_queues: TaskQueues) -> Readiness:
+    """What `/ready` answers, checked now (the scrape of `/metrics` reports it too)."""
+    heads: frozenset[str] | str = state[_STATE_KEY]
+    version_table = state["migration_version_table"]
     (database, migrations), redis = await asyncio.gather(
-        _database(db_session, version_table, heads), _redis(task_queues)
+        _database(session, version_table, heads), _redis(task_queues)
     )
     ok = database == redis == migrations == "ok"
-    return Response(
-        Readiness("ready" if ok else "not ready", database, redis, migrations),
-        status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE,
-    )
+    return Readiness("ready" if ok else "not ready", database, redis, migrations)
 
 
 async def _database(

@@ -22,11 +22,14 @@ import structlog
 from sqlalchemy import text
 
 from app.jobs.lifecycle import TERMINAL_STATUSES, status_in
+from app.jobs.metrics import RETENTION
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from sqlalchemy import TextClause
     from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.jobs.metrics import JobMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +85,7 @@ class Retention:
         batch: int = BATCH,
         max_batches: int = MAX_BATCHES,
         pause: float = PAUSE,
+        metrics: JobMetrics | None = None,  # counts the loop's passes for /metrics
     ) -> None:
         self._sessions = sessions  # autocommit: each batch commits on its own
         self._redis = redis
@@ -91,6 +95,7 @@ class Retention:
         self._batch = batch
         self._max_batches = max_batches
         self._pause = pause
+        self._metrics = metrics
         self._lock_key = f"saq:{queue_name}:retention-lock"
 
     async def prune_jobs(self, older_than_days: int) -> Pruned:
@@ -135,7 +140,8 @@ class Retention:
             return
         while True:
             try:
-                for table, pruned in (await self.run_once()).items():
+                done = await self.run_once()
+                for table, pruned in done.items():
                     if pruned.deleted or not pruned.complete:
                         log.info(
                             "pruned old rows",
@@ -146,4 +152,9 @@ class Retention:
                         )
             except Exception as exc:  # PostgreSQL or Redis down: try again next interval
                 log.warning("retention pass failed", error=f"{type(exc).__name__}: {exc}")
+                if self._metrics is not None:
+                    self._metrics.pass_made(RETENTION, succeeded=False)
+            else:
+                if self._metrics is not None and done:  # nothing done: another worker's turn
+                    self._metrics.pass_made(RETENTION, succeeded=True)
             await asyncio.sleep(self._interval)
