@@ -15,17 +15,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from app.asgi import create_app
 from app.jobs.queue.pauses import PAUSES_TTL
 from tests.support import VENV_BIN, Running, Servers, app_env, eventually, make_settings, migrate
-from tests.support.app import CRON_REGISTRY, EVERY_SECOND, TEST_CRON_APP
+from tests.support.app import CRON_REGISTRY, SCHEDULES, TEST_CRON_APP
 
 NAME = "every_second"
+NIGHTLY = "nightly_cleanup"
 WATCHED = 6.0  # seconds without a run: six ticks of the schedule in each worker process
 
 
-async def runs(engine: AsyncEngine) -> list[Any]:
+async def runs(engine: AsyncEngine, name: str = NAME) -> list[Any]:
     async with engine.connect() as connection:
         found = await connection.execute(
-            text("SELECT job_id, status, created_at FROM background_jobs WHERE task_name = :name"),
-            {"name": NAME},
+            text(
+                "SELECT created_at, job_id, status, error FROM background_jobs"
+                " WHERE task_name = :name"
+            ),
+            {"name": name},
         )
         return list(found.all())
 
@@ -52,7 +56,7 @@ async def test_a_paused_schedule_runs_in_no_worker_process_until_resumed(
     for worker in workers:
         worker.wait_for_line(lambda line: '"worker started"' in line)
     engine = create_async_engine(settings.database_url)
-    app = create_app(settings, CRON_REGISTRY, cron=EVERY_SECOND)
+    app = create_app(settings, CRON_REGISTRY, cron=SCHEDULES)
     async with AsyncTestClient(app=app) as client:
 
         async def completed(at_least: int, after: Any = None) -> list[Any] | None:
@@ -84,6 +88,20 @@ async def test_a_paused_schedule_runs_in_no_worker_process_until_resumed(
         assert await runs(engine) == before, "a run of the paused schedule was enqueued"
         listed = (await client.get("/api/v1/schedules")).json()["schedules"][0]
         assert listed["paused"] is True
+
+        # The nightly schedule's next run waits in Redis (the newest, enqueued again after the
+        # loss; the reconciler ends the lost one): pausing it withdraws that run.
+        async def nightly_waiting() -> Any:
+            return [row for row in await runs(engine, NIGHTLY) if row.status == "queued"]
+
+        waiting = max(await eventually(nightly_waiting, what="a nightly run waiting"))
+        assert (await client.post(f"/api/v1/schedules/{NIGHTLY}/pause")).status_code == 200
+
+        async def withdrawn() -> Any:
+            row = {row.job_id: row for row in await runs(engine, NIGHTLY)}[waiting.job_id]
+            return row.status == "aborted" and f"schedule {NIGHTLY} paused by" in row.error
+
+        await eventually(withdrawn, what="the nightly run to be withdrawn")
 
         resumed_at = (await client.post(f"/api/v1/schedules/{NAME}/resume")).json()
         assert resumed_at["paused"] is False

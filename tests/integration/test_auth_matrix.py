@@ -22,7 +22,7 @@ from app.auth.roles import Role
 from app.config import Settings
 from tests.support import Servers
 from tests.support.access import BOOTSTRAP_KEY, auth_settings, bearer, make_key
-from tests.support.app import CRON_REGISTRY, EVERY_SECOND
+from tests.support.app import CRON_REGISTRY, SCHEDULES
 
 WHO = (
     "nobody",
@@ -72,7 +72,7 @@ async def world(database_url: str, servers: Servers) -> AsyncIterator[World]:
         keys[who] = (await make_key(engine, role, scope))[1]
     keys["revoked"] = (await make_key(engine, Role.ADMIN, revoked=True))[1]
     # With a schedule declared, so that pausing and resuming one can succeed.
-    app = create_app(settings, CRON_REGISTRY, cron=EVERY_SECOND)
+    app = create_app(settings, CRON_REGISTRY, cron=SCHEDULES)
     async with AsyncTestClient(app=app) as client:
         yield World(client, settings, engine, keys, project)
     await engine.dispose()
@@ -115,11 +115,11 @@ async def schedules(world: World) -> Request:
 
 
 async def schedule_pause(world: World) -> Request:
-    return "POST", f"/api/v1/schedules/{EVERY_SECOND[0].function.__qualname__}/pause", None
+    return "POST", f"/api/v1/schedules/{SCHEDULES[0].function.__qualname__}/pause", None
 
 
 async def schedule_resume(world: World) -> Request:
-    return "POST", f"/api/v1/schedules/{EVERY_SECOND[0].function.__qualname__}/resume", None
+    return "POST", f"/api/v1/schedules/{SCHEDULES[0].function.__qualname__}/resume", None
 
 
 async def workers(world: World) -> Request:

@@ -18,7 +18,7 @@ from app.monitor.security import CSRF_HEADER
 from tests.integration.test_monitor_http import ORIGIN, log_in, token_of
 from tests.support import Servers
 from tests.support.access import auth_settings, make_key
-from tests.support.app import CRON_REGISTRY, EVERY_SECOND
+from tests.support.app import CRON_REGISTRY, SCHEDULES
 
 NAME = "every_second"
 
@@ -35,7 +35,7 @@ async def keys(database_url: str, servers: Servers) -> tuple[Any, str, str]:
 
 @pytest.fixture
 async def client(keys: tuple[Any, str, str]) -> AsyncIterator[AsyncTestClient[Any]]:
-    app = create_app(keys[0], CRON_REGISTRY, cron=EVERY_SECOND)
+    app = create_app(keys[0], CRON_REGISTRY, cron=SCHEDULES)
     async with AsyncTestClient(app=app, base_url=ORIGIN) as test_client:
         yield test_client
 

@@ -27,8 +27,9 @@ from app.jobs.queue.pauses import PAUSES_TTL, WITHDRAW_MARGIN, SchedulePauses
 from app.jobs.queue.tracked import TrackedQueue
 from app.worker.settings import tracked_cron
 from tests.support import StartWorker, WaitForRow, eventually
-from tests.support.app import CRON_REGISTRY, EVERY_SECOND
+from tests.support.app import CRON_REGISTRY, SCHEDULES
 
+EVERY_SECOND = SCHEDULES[:1]
 NAME = "every_second"
 KEY = f"cron:{NAME}"
 

@@ -20,7 +20,7 @@ from app.worker.tasks import trigger_test
 from tests.support.executions import counted
 
 TEST_APP = "tests.support.app:create_app"
-TEST_CRON_APP = "tests.support.app:create_cron_app"  # the same, with a schedule each second
+TEST_CRON_APP = "tests.support.app:create_cron_app"  # the same, with SCHEDULES
 BEYOND_ANY_WINDOW = 600  # seconds; a scenario settles in well under this
 
 
@@ -60,9 +60,17 @@ async def every_second(ctx: dict[str, Any]) -> dict[str, str]:
     return {"ran": str(ctx["job"].scheduled)}
 
 
-CRON_REGISTRY = TaskRegistry([*REGISTRY.functions, every_second])
-EVERY_SECOND = (CronJob(every_second, cron="* * * * * *"),)
+@tracked_task(timeout=BEYOND_ANY_WINDOW, attempts=1)
+async def nightly_cleanup(ctx: dict[str, Any]) -> None:
+    """A schedule whose next run waits in Redis for hours (what a pause withdraws)."""
+
+
+CRON_REGISTRY = TaskRegistry([*REGISTRY.functions, every_second, nightly_cleanup])
+SCHEDULES = (
+    CronJob(every_second, cron="* * * * * *"),
+    CronJob(nightly_cleanup, cron="0 3 * * *"),
+)
 
 
 def create_cron_app() -> Litestar:
-    return create_product_app(registry=CRON_REGISTRY, cron=EVERY_SECOND)
+    return create_product_app(registry=CRON_REGISTRY, cron=SCHEDULES)
