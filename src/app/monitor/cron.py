@@ -74,7 +74,7 @@ class MonitorCron(Controller):
             schedules=lines,
             now=now,
             queue=schedules.queue_name,
-            pause_delay=duration(PAUSES_TTL),
+            pause_delay=f"{PAUSES_TTL:g} s",
             refresh_seconds=REFRESH_SECONDS,
         )
 
