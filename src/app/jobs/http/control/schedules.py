@@ -3,11 +3,13 @@ pausing and resuming one (operator, one audit row per call)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import NotFoundException
+from litestar.openapi.spec import Link, OpenAPIResponse, Operation
 from litestar.params import PathParameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 from sqlalchemy import RowMapping
@@ -32,6 +34,26 @@ from app.jobs.http.control.ops_schemas import (
 from app.jobs.http.jobs.listing_schemas import success
 
 NamePath = Annotated[str, PathParameter(description="The schedule's name: its task's name.")]
+PAUSE, RESUME = "pauseSchedule", "resumeSchedule"
+
+
+def answer_links_to(*operation_ids: str, name: str = "$response.body#/name") -> type[Operation]:
+    """An operation whose 200 answer names a schedule the `operation_ids` act on (OpenAPI's
+    `links`: a client, or schemathesis's stateful phase, follows them)."""
+
+    @dataclass
+    class Linked(Operation):
+        def __post_init__(self) -> None:
+            ok = (self.responses or {}).get("200")
+            if isinstance(ok, OpenAPIResponse):
+                ok.links = {
+                    target: Link(operation_id=target, parameters={"name": name})
+                    for target in operation_ids
+                }
+
+    return Linked
+
+
 _ACTION_ERRORS = errors(
     {
         403: "The key's role may not do this (operator), or it is scoped to a project.",
@@ -50,6 +72,7 @@ class ScheduleController(Controller):
 
     @get(
         "/",
+        operation_class=answer_links_to(PAUSE, RESUME, name="$response.body#/schedules/0/name"),
         responses={
             **success(ScheduleList, "Every declared schedule.", SCHEDULES_EXAMPLE),
             **errors(
@@ -74,6 +97,8 @@ class ScheduleController(Controller):
 
     @post(
         "/{name:str}/pause",
+        operation_id=PAUSE,
+        operation_class=answer_links_to(RESUME),
         status_code=HTTP_200_OK,
         responses={**success(ScheduleRead, "The schedule, paused.", SCHEDULE_EXAMPLE)}
         | _ACTION_ERRORS,
@@ -93,6 +118,8 @@ class ScheduleController(Controller):
 
     @post(
         "/{name:str}/resume",
+        operation_id=RESUME,
+        operation_class=answer_links_to(PAUSE),
         status_code=HTTP_200_OK,
         responses={**success(ScheduleRead, "The schedule, resumed.", SCHEDULE_EXAMPLE)}
         | _ACTION_ERRORS,
