@@ -161,3 +161,17 @@ async def test_the_workers_page_shows_the_worker_its_job_and_a_lost_worker(
         await expect(page.locator("#job-status .status-text")).to_have_text("running")
         tab.assert_monitor_pages_held_csp()
         tab.assert_stayed_home()
+
+
+@pytest.mark.parametrize("path", ["/monitor/cron", "/monitor/workers"])
+async def test_the_pages_fit_a_phone(
+    browser: Browser, ops_app: tuple[MonitorApp, Settings], path: str
+) -> None:
+    app, _ = ops_app
+    async with monitor_tab(browser, app.origin, width=390, height=844) as tab:
+        await tab.login(app.operator_key)
+        await tab.open(path)
+        await expect(tab.page.locator("#live-body")).to_be_visible()
+        width = await tab.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{path} scrolls sideways at phone width ({width} px)"
+        tab.assert_stayed_home()
