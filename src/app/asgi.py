@@ -8,8 +8,9 @@ one engine, the one queue and its recorder, the enqueuer, the reconciler.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import litestar_saq.config
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig, SQLAlchemyPlugin
@@ -17,6 +18,7 @@ from litestar import Litestar
 from litestar.serialization import decode_json
 from litestar_saq import SAQPlugin
 from redis.asyncio import from_url as redis_from_url
+from saq.job import CronJob
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.audit import AuditLog
@@ -27,8 +29,11 @@ from app.auth.saq_web import SaqWebRoles
 from app.auth.session import SessionCookies
 from app.config import Settings, sqlalchemy_config
 from app.db.connection import HeldConnection, autocommit_sessions
+from app.jobs.control.schedules import Schedules
 from app.jobs.http.control.actions import JobActionController, actions_dependencies
 from app.jobs.http.control.queues import QueueController
+from app.jobs.http.control.schedules import ScheduleController, schedules_dependencies
+from app.jobs.http.control.workers import WorkerController, workers_dependencies
 from app.jobs.http.jobs.controllers import JobController, TaskController
 from app.jobs.http.jobs.events import EventController, events_dependencies
 from app.jobs.http.jobs.listing import JobListController
@@ -37,8 +42,10 @@ from app.jobs.http.shared.exception_handlers import exception_handlers
 from app.jobs.http.shared.redaction import redaction_dependencies
 from app.jobs.metrics import JobMetrics
 from app.jobs.outbox.enqueuer import Enqueuer
+from app.jobs.queue.pauses import SchedulePauses
 from app.jobs.queue.tracked import TrackedQueue
 from app.jobs.reads.event_hub import EventHub
+from app.jobs.reads.workers import Workers
 from app.jobs.reconciler import Reconciler
 from app.jobs.record.events import EventPublisher, stream_key
 from app.jobs.record.recorder import LifecycleRecorder
@@ -96,6 +103,7 @@ def build_parts(settings: Settings, registry: TaskRegistry) -> Parts:
             events=EventPublisher(redis, settings.queue_name, maxlen=settings.events_stream_maxlen),
         ),
         metrics=metrics,
+        pauses=SchedulePauses(sessions, settings.queue_name),  # runs of paused cron schedules
     )
     # Concurrent triggers share one INSERT and one Redis pipeline.
     enqueuer = Enqueuer(queue, registry, settings.job_timeout, HeldConnection(engine))
@@ -119,12 +127,23 @@ def build_parts(settings: Settings, registry: TaskRegistry) -> Parts:
     return Parts(database, sessions, queue, enqueuer, reconciler, retention, metrics)
 
 
-def create_app(settings: Settings | None = None, registry: TaskRegistry = REGISTRY) -> Litestar:
-    """The API, and (through the SAQ plugin's CLI) the worker, for `registry`'s tasks."""
+def create_app(
+    settings: Settings | None = None,
+    registry: TaskRegistry = REGISTRY,
+    cron: Sequence[CronJob[Any]] | None = None,
+) -> Litestar:
+    """The API, and (through the SAQ plugin's CLI) the worker, for `registry`'s tasks and the
+    schedules `cron` (default: `CRON` in `worker/settings.py`)."""
     settings = settings or Settings.from_env()
     parts = build_parts(settings, registry)
     queues = saq_config(
-        settings, registry, parts.queue, parts.reconciler, parts.database, retention=parts.retention
+        settings,
+        registry,
+        parts.queue,
+        parts.reconciler,
+        parts.database,
+        cron=cron,
+        retention=parts.retention,
     )
     saq = SAQPlugin(queues)
     # Every route declares the role it needs (docs/security.md); open mode lets all in.
@@ -138,6 +157,9 @@ def create_app(settings: Settings | None = None, registry: TaskRegistry = REGIST
         cookies=cookies,
     )
     audit = AuditLog(parts.sessions)
+    # The schedules the workers run, as this process's queue config holds them.
+    declared = [job for config in queues.queue_configs for job in config.scheduled_tasks]
+    schedules = Schedules(declared, settings.queue_name, parts.sessions, audit)
     events = EventHub(parts.queue.redis, stream_key(settings.queue_name))
     app = Litestar(
         route_handlers=[
@@ -147,6 +169,8 @@ def create_app(settings: Settings | None = None, registry: TaskRegistry = REGIST
             JobActionController,
             EventController,
             QueueController,
+            ScheduleController,
+            WorkerController,
             KeyController,
             AuditController,
             docs_assets_router(),
@@ -181,6 +205,8 @@ def create_app(settings: Settings | None = None, registry: TaskRegistry = REGIST
             **jobs_dependencies(parts.enqueuer, parts.sessions),
             **actions_dependencies(parts.sessions, parts.enqueuer),
             **redaction_dependencies(settings.redact_keys),
+            **schedules_dependencies(schedules),
+            **workers_dependencies(Workers(parts.sessions)),
             # One reader of the job events per API process, shared by every stream.
             **events_dependencies(events, settings.events_heartbeat, settings.events_max_stream),
             # Keys change in transactions (a key and its audit row together); made on first use.

@@ -2,8 +2,10 @@
 the admin key and once without a key.
 
 The API runs as `uvicorn` on a fresh migrated database with access checks on (the bootstrap
-admin key), as a deployment runs it. schemathesis reads /schema/openapi.json and sends what
-the schema allows and what it forbids: a 5xx, a status or body the schema does not document,
+admin key), as a deployment runs it, with two cron schedules declared (the test app's) so that
+pausing and resuming one reach their handler (schemathesis finds the names through the
+list's links). schemathesis reads /schema/openapi.json and sends what the schema allows and
+what it forbids: a 5xx, a status or body the schema does not document,
 a valid request refused or an invalid one accepted each fail the run. Without a key its
 `ignored_auth` check fails any 2xx from an operation that declares the bearer scheme, and the
 test then asks every such operation itself: each answers 401 with its documented body. `/saq`
@@ -23,8 +25,9 @@ from typing import Any
 
 import jsonschema
 
-from tests.support import APP, VENV_BIN, Running, Servers, app_env, free_port, migrate
+from tests.support import VENV_BIN, Running, Servers, app_env, free_port, migrate
 from tests.support.access import BOOTSTRAP_KEY, auth_settings
+from tests.support.app import TEST_CRON_APP
 
 # Per operation and phase: enough to reach every documented answer, bounded so both runs
 # stay within a minute or two on two cores.
@@ -42,7 +45,7 @@ def start_api(servers: Servers, database_url: str, processes: list[Running]) -> 
     migrate(database_url)
     settings = auth_settings(database_url, servers.redis_url)
     port = free_port()
-    command = [str(VENV_BIN / "uvicorn"), "--factory", APP, "--port", str(port)]
+    command = [str(VENV_BIN / "uvicorn"), "--factory", TEST_CRON_APP, "--port", str(port)]
     # The event streams (`text/event-stream`) last a moment here, not an hour: schemathesis
     # reads each answer to its end.
     env = app_env(settings, ADMIN_API_KEY=BOOTSTRAP_KEY, EVENTS_MAX_STREAM_SECONDS="0.2")
@@ -146,7 +149,9 @@ def test_every_guarded_operation_answers_401_with_its_documented_body(
         method, path = name.split(" ")
         documented = operation["responses"].get("401")
         assert documented is not None, f"{name} documents no 401"
-        status, body = call_without_key(base, method, path.format(job_id=SOME_ID, key_id=SOME_ID))
+        status, body = call_without_key(
+            base, method, path.format(job_id=SOME_ID, key_id=SOME_ID, name="nightly_report")
+        )
         assert status == 401, (name, status, body)
         answer = json.loads(body)
         body_schema = documented["content"]["application/json"]["schema"]

@@ -22,6 +22,7 @@ from app.auth.roles import Role
 from app.config import Settings
 from tests.support import Servers
 from tests.support.access import BOOTSTRAP_KEY, auth_settings, bearer, make_key
+from tests.support.app import CRON_REGISTRY, SCHEDULES
 
 WHO = (
     "nobody",
@@ -70,7 +71,9 @@ async def world(database_url: str, servers: Servers) -> AsyncIterator[World]:
     ]:
         keys[who] = (await make_key(engine, role, scope))[1]
     keys["revoked"] = (await make_key(engine, Role.ADMIN, revoked=True))[1]
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    # With a schedule declared, so that pausing and resuming one can succeed.
+    app = create_app(settings, CRON_REGISTRY, cron=SCHEDULES)
+    async with AsyncTestClient(app=app) as client:
         yield World(client, settings, engine, keys, project)
     await engine.dispose()
 
@@ -105,6 +108,22 @@ async def stats_project(world: World) -> Request:
 
 async def queues(world: World) -> Request:
     return "GET", "/api/v1/queues", None
+
+
+async def schedules(world: World) -> Request:
+    return "GET", "/api/v1/schedules", None
+
+
+async def schedule_pause(world: World) -> Request:
+    return "POST", f"/api/v1/schedules/{SCHEDULES[0].function.__qualname__}/pause", None
+
+
+async def schedule_resume(world: World) -> Request:
+    return "POST", f"/api/v1/schedules/{SCHEDULES[0].function.__qualname__}/resume", None
+
+
+async def workers(world: World) -> Request:
+    return "GET", "/api/v1/workers", None
 
 
 async def read(world: World) -> Request:
@@ -221,6 +240,10 @@ MATRIX: dict[Callable[[World], Awaitable[Request]], tuple[int, ...]] = {
     stats: (401, 200, 200, 200, 200, 200, 401, 401),
     stats_project: (401, 200, 200, 200, 200, 403, 401, 401),
     queues: (401, 200, 200, 200, 403, 403, 401, 401),
+    schedules: (401, 200, 200, 200, 403, 403, 401, 401),
+    schedule_pause: (401, 403, 200, 200, 403, 403, 401, 401),
+    schedule_resume: (401, 403, 200, 200, 403, 403, 401, 401),
+    workers: (401, 200, 200, 200, 403, 403, 401, 401),
     read: (401, 200, 200, 200, 200, 403, 401, 401),
     cancel: (401, 403, 202, 202, 202, 403, 401, 401),
     retry: (401, 403, 409, 409, 409, 403, 401, 401),
@@ -263,3 +286,25 @@ async def test_each_caller_gets_the_status_its_role_and_scope_allow(
         assert response.json()["detail"]
     if expected == 401:
         assert response.headers["www-authenticate"] == "Bearer"
+
+
+# The monitor's pages answer a browser: no key or a bad one goes to the login page (303), a
+# refusal is a page that says why. In WHO's order, as MATRIX.
+PAGES = {
+    "/monitor/cron": (303, 200, 200, 200, 403, 403, 303, 303),
+    "/monitor/workers": (303, 200, 200, 200, 403, 403, 303, 303),
+}
+
+
+@pytest.mark.parametrize("who", WHO)
+@pytest.mark.parametrize("path", list(PAGES))
+async def test_each_caller_gets_the_monitor_page_its_role_and_scope_allow(
+    world: World, path: str, who: str
+) -> None:
+    response = await world.client.get(path, headers=bearer(world.keys[who]), follow_redirects=False)
+    expected = PAGES[path][WHO.index(who)]
+    assert response.status_code == expected, f"{who}: GET {path}: {response.text[:300]}"
+    if expected == 303:
+        assert response.headers["location"].startswith("/monitor/login?next=")
+    if expected == 403:
+        assert 'role="alert"' in response.text

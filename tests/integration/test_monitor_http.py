@@ -173,7 +173,16 @@ async def test_saq_takes_a_session_and_its_posts_only_from_this_origin(monitor: 
 
 
 @pytest.mark.parametrize(
-    "path", ["/monitor", "/monitor/", "/monitor/overview", "/monitor/login", "/monitor?q=%22"]
+    "path",
+    [
+        "/monitor",
+        "/monitor/",
+        "/monitor/overview",
+        "/monitor/cron",
+        "/monitor/workers",
+        "/monitor/login",
+        "/monitor?q=%22",
+    ],
 )
 async def test_every_monitor_page_carries_the_csp(monitor: Monitor, path: str) -> None:
     async with monitor.client() as client:

@@ -12,6 +12,7 @@ import asyncio
 from typing import Any
 
 from litestar import Litestar
+from litestar_saq import CronJob
 
 from app.asgi import create_app as create_product_app
 from app.jobs.registry import TaskRegistry, tracked_task
@@ -19,6 +20,7 @@ from app.worker.tasks import trigger_test
 from tests.support.executions import counted
 
 TEST_APP = "tests.support.app:create_app"
+TEST_CRON_APP = "tests.support.app:create_cron_app"  # the same, with SCHEDULES
 BEYOND_ANY_WINDOW = 600  # seconds; a scenario settles in well under this
 
 
@@ -49,3 +51,26 @@ REGISTRY = TaskRegistry([counted(trigger_test), chaos_sleep, chaos_sleep_once, c
 
 def create_app() -> Litestar:
     return create_product_app(registry=REGISTRY)
+
+
+@counted
+@tracked_task(timeout=BEYOND_ANY_WINDOW, attempts=1)
+async def every_second(ctx: dict[str, Any]) -> dict[str, str]:
+    """A schedule's run, each second (tests of the cron page and of pausing a schedule)."""
+    return {"ran": str(ctx["job"].scheduled)}
+
+
+@tracked_task(timeout=BEYOND_ANY_WINDOW, attempts=1)
+async def nightly_cleanup(ctx: dict[str, Any]) -> None:
+    """A schedule whose next run waits in Redis for hours (what a pause withdraws)."""
+
+
+CRON_REGISTRY = TaskRegistry([*REGISTRY.functions, every_second, nightly_cleanup])
+SCHEDULES = (
+    CronJob(every_second, cron="* * * * * *"),
+    CronJob(nightly_cleanup, cron="0 3 * * *"),
+)
+
+
+def create_cron_app() -> Litestar:
+    return create_product_app(registry=CRON_REGISTRY, cron=SCHEDULES)

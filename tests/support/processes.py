@@ -109,14 +109,14 @@ def wait_until_serving(origin: str, api: Running) -> None:
 
 
 @contextlib.contextmanager
-def app_and_worker(env: dict[str, str]) -> Iterator[str]:
-    """The API on a free port and one worker, both started with `env`; yields the API's
-    origin in the README's form (http://localhost:<port>) once both serve."""
+def app_and_worker(env: dict[str, str], app: str = APP) -> Iterator[str]:
+    """The API on a free port and one worker of `app`, both started with `env`; yields the
+    API's origin in the README's form (http://localhost:<port>) once both serve."""
     port = free_port()
     origin = f"http://localhost:{port}"
-    worker = Running([str(VENV_BIN / "litestar"), "--app", APP, "workers", "run"], env, "worker")
+    worker = Running([str(VENV_BIN / "litestar"), "--app", app, "workers", "run"], env, "worker")
     api = Running(
-        [str(VENV_BIN / "uvicorn"), "--factory", APP, "--host", "127.0.0.1", "--port", str(port)],
+        [str(VENV_BIN / "uvicorn"), "--factory", app, "--host", "127.0.0.1", "--port", str(port)],
         env,
         "api",
     )

@@ -2,8 +2,8 @@
 
 Triggers are not in it: a job's own row records who enqueued it (`enqueued_by`), so the hot
 path writes nothing more. Everything else that changes state (cancel, retry, bulk actions,
-prune, key creation and revocation) calls `AuditLog.record` or adds `action_row` to its own
-transaction.
+prune, key creation and revocation, pausing and resuming a schedule) calls `AuditLog.record`
+or adds `action_row` to its own transaction.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ class AuditAction(StrEnum):
     SAQ_ABORT = "saq_abort"
     KEY_CREATE = "key_create"
     KEY_REVOKE = "key_revoke"
+    SCHEDULE_PAUSE = "schedule_pause"  # a cron schedule (`filter`: its queue and name)
+    SCHEDULE_RESUME = "schedule_resume"
 
 
 class Outcome(StrEnum):

@@ -1,5 +1,6 @@
 """The tables: `background_jobs` (one row per tracked job, the truth about what happened to
-it), `api_keys` and `job_actions` (who may act, and what they did: docs/security.md)."""
+it), `api_keys` and `job_actions` (who may act, and what they did: docs/security.md), and
+`schedule_pauses` (the cron schedules an operator paused)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from advanced_alchemy.base import UUIDv7AuditBase, UUIDv7Base
+from advanced_alchemy.base import DefaultBase, UUIDv7AuditBase, UUIDv7Base
 from advanced_alchemy.types import DateTimeUTC
 from sqlalchemy import CheckConstraint, Float, Index, String, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -125,3 +126,16 @@ class JobAction(UUIDv7Base):
     count: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     outcome: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class SchedulePause(DefaultBase):
+    """A cron schedule of a queue that an operator paused, by whom and since when: its runs
+    are refused where they are enqueued (`app.jobs.queue.pauses`). Resuming deletes the row.
+    Kept here, not in Redis, so that losing Redis does not resume a schedule."""
+
+    __tablename__ = "schedule_pauses"
+
+    queue: Mapped[str] = mapped_column(String(200), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)  # the task's name
+    paused_by: Mapped[str] = mapped_column(String(200))  # the actor, as the audit log has it
+    paused_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))

@@ -19,10 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.guard import PUBLIC, Authenticator
 from app.auth.session import SessionCookies
 from app.monitor.actions import MonitorActions
+from app.monitor.cron import MonitorCron
 from app.monitor.login import MonitorLogin, MonitorLoginController
 from app.monitor.pages import MonitorPages
 from app.monitor.queries import MonitorQueries
 from app.monitor.security import MONITOR_PATH, BrowserRequestChecks, csrf_config
+from app.monitor.workers import MonitorWorkers
 
 HERE = Path(__file__).parent
 STATIC_PATH = f"{MONITOR_PATH}/static"
@@ -49,6 +51,8 @@ class Monitor(InitPluginProtocol):
         app_config.route_handlers.extend(
             [
                 MonitorPages,
+                MonitorCron,
+                MonitorWorkers,
                 MonitorActions,
                 MonitorLoginController,
                 create_static_files_router(

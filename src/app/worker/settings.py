@@ -24,6 +24,7 @@ from saq.job import CronJob as SaqCronJob
 from saq.types import Context, PartialTimersDict
 
 from app.jobs.lifecycle import CRON as CRON_META
+from app.jobs.queue.identity import this_process
 from app.jobs.registry import TaskRegistry, policy_of
 from app.runtime import tune_garbage_collector
 from app.worker import tasks
@@ -78,6 +79,7 @@ def queue_config(
     cron: Sequence[SaqCronJob[Any]] | None = None,
     retention: Retention | None = None,
 ) -> QueueConfig:
+    identity: dict[str, Any] = {}  # filled in by the worker's process when it starts
     return QueueConfig(
         dsn=settings.redis_url,
         name=settings.queue_name,
@@ -86,11 +88,18 @@ def queue_config(
             tracked_cron(job, settings.job_timeout) for job in (CRON if cron is None else cron)
         ],
         concurrency=settings.worker_concurrency,
-        startup=partial(startup, settings=settings, reconciler=reconciler, retention=retention),
+        startup=partial(
+            startup,
+            settings=settings,
+            reconciler=reconciler,
+            retention=retention,
+            identity=identity,
+        ),
         shutdown=partial(shutdown, database=database),
         before_process=before_process,
         after_process=after_process,
         shutdown_grace_period_s=settings.shutdown_grace_period,
+        metadata=identity,  # SAQ's worker record carries it (app.jobs.queue.identity)
         timers=cast(
             "PartialTimersDict",
             # worker_info is how the reconciler tells a live worker from a lost one.
@@ -146,9 +155,17 @@ def _state(ctx: Context) -> dict[str, Any]:
 
 
 async def startup(
-    ctx: Context, *, settings: Settings, reconciler: Reconciler, retention: Retention | None
+    ctx: Context,
+    *,
+    settings: Settings,
+    reconciler: Reconciler,
+    retention: Retention | None,
+    identity: dict[str, Any],
 ) -> None:
-    await ctx["worker"].queue.connect()  # starts the lifecycle recorder (a no-op if connected)
+    worker = ctx["worker"]
+    await worker.queue.connect()  # starts the lifecycle recorder (a no-op if connected)
+    # Before SAQ's first worker record (its upkeep starts after the startup hooks).
+    identity.update(this_process(worker.queue.name, worker.concurrency, worker.queue.started))
     _state(ctx)["reconciler"] = asyncio.create_task(reconciler.run(), name="reconciler")
     if retention is not None:
         _state(ctx)["retention"] = asyncio.create_task(retention.run(), name="retention")

@@ -33,6 +33,7 @@ from app.jobs.lifecycle import ROW_ID, Transition, UntrackedJobError
 from app.jobs.metrics import JobMetrics
 from app.jobs.pipeline import CommandBatcher
 from app.jobs.queue.moves import EMPTY, JobMoves
+from app.jobs.queue.pauses import SchedulePauses
 from app.jobs.record.progress import ProgressUpdate
 from app.jobs.record.recorder import LifecycleRecorder
 
@@ -77,11 +78,13 @@ class TrackedQueue(RedisQueue):
         *args: Any,
         recorder: LifecycleRecorder,
         metrics: JobMetrics | None = None,
+        pauses: SchedulePauses | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.recorder = recorder
         self.metrics = metrics  # enqueued jobs and waits; the recorder counts the rest
+        self.pauses = pauses  # the cron schedules whose runs are refused
         self._redis_backoff = 0.0
         self._batcher = CommandBatcher(self.redis)
         self._moves = JobMoves(self, self._batcher)
@@ -128,6 +131,8 @@ class TrackedQueue(RedisQueue):
 
     async def _enqueue(self, job: Job) -> Job | None:
         """A job the outbox did not make: its own row id, and its row once Redis has it."""
+        if self.pauses is not None and await self.pauses.refuses(self, job):
+            return None  # a run of a paused schedule: refused like a key still unfinished
         job.meta = {**(job.meta or {}), ROW_ID: str(uuid4())}  # a copy: a CronJob shares its meta
         enqueued = await super()._enqueue(job)
         if enqueued is not None:  # None: SAQ refused it, its key is still unfinished
