@@ -42,7 +42,7 @@ from saq.utils import now
 
 from app.jobs.lifecycle import JobStatus, Transition, from_saq, manual_retries_of, row_id_of
 from app.jobs.metrics import RECONCILER
-from app.jobs.queue.running import Listing
+from app.jobs.queue.running import Listing, fleet_of
 from app.jobs.reads.service import BackgroundJobService
 from app.jobs.registry import UnknownTaskError
 
@@ -213,13 +213,9 @@ class Reconciler:
         report.checked = len(rows)
         # The workers before the jobs: a listing without a job was then made after the run's
         # end was sent, so the job read next shows that end if Redis took it.
-        fleet = {
-            worker_id: Listing.of(info)
-            for worker_id, info in (await self._queue.info())["workers"].items()
-        }
+        fleet = fleet_of((await self._queue.info())["workers"])
         jobs = await self._queue.jobs(row.job_key or str(row.job_id) for row in rows)
-        # A Redis restarted less than WORKER_LOST_AFTER ago may not have every live worker's
-        # record back yet (each is rewritten every WORKER_LOST_AFTER/3 s at most).
+        # A Redis up for less than WORKER_LOST_AFTER may still miss live workers' records.
         uptime_s = (await self._queue.redis.info("server"))["uptime_in_seconds"]
         fleet_complete = uptime_s * 1000 >= self._worker_lost_after_ms
         aborting = [job for job in jobs if job is not None and job.status == Status.ABORTING]

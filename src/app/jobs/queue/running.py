@@ -89,6 +89,11 @@ class Listing:
         return str(row_id) in self.row_ids
 
 
+def fleet_of(workers: Mapping[str, Any]) -> dict[str, Listing | None]:
+    """The live workers of SAQ's queue info, each with what it lists (None: nothing)."""
+    return {worker_id: Listing.of(info) for worker_id, info in workers.items()}
+
+
 def adopt(job: Job) -> None:
     """Give a job a plain SAQ producer made a row id, so the row is created as it starts.
 
