@@ -64,6 +64,7 @@ def exception_class(error: str) -> str:
     head = error.partition(":")[0].strip()
     return head if _CLASS_NAME.fullmatch(head) else "other"
 
+
 # Held here: a caller that patches `asyncio.sleep` for its own loop (SAQ's own tests do) must
 # not turn this loop into a busy one.
 _sleep = asyncio.sleep
