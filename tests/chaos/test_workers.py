@@ -237,3 +237,35 @@ async def test_abort_from_the_saq_ui_and_from_the_api(cluster: Cluster) -> None:
     assert reasons == [from_ui] * 3 + [from_api] * 3, settled.explain()
     settled.saw("3 x `aborted from ui`, 3 x `cancelled by API request`")
     assert set((await cluster.executions()).values()) == {1}, "an aborted job is not retried"
+
+
+async def test_abort_of_jobs_whose_worker_was_killed(cluster: Cluster) -> None:
+    """Three running jobs are cancelled through the API just after their worker died (kill -9):
+    SAQ marks them `aborting` and waits for that worker to end them, which it never will.
+    On 424c7d6 they stayed `aborting` in Redis and `running` in their rows, for good.
+
+    Catches: the reconciler's end of an abort its lost worker will never carry out removed.
+    """
+    cluster.start_api()
+    worker = cluster.start_worker()
+    job_ids = await cluster.submit(3, chaos_sleep, seconds=30)
+    await cluster.wait_until_status(job_ids, {"running"}, 3)
+    worker.kill()
+    for job_id in job_ids:
+        status, body = cluster.http("POST", f"/api/v1/jobs/{job_id}/cancel")
+        assert status == 202, body
+    cluster.start_worker("worker 2")
+
+    settings = cluster.settings
+    settled = await cluster.settle(
+        "abort of a killed worker's jobs", job_ids,
+        recovered_by="reconciler: worker lost, abort ended",
+        within=settings.worker_lost_after + settings.reconcile_interval + 5 + MARGIN,
+    )  # fmt: skip
+    settled.expect(failed_with_reason=3)
+    for job_id, row in settled.rows.items():
+        assert (row.status, row.error) == ("aborted", "cancelled by API request"), (job_id, row)
+    in_redis = await (await cluster.queue()).jobs(job_ids)
+    assert [job.status for job in in_redis if job] == ["aborted"] * 3
+    assert set((await cluster.executions()).values()) == {1}, "an aborted job is not run again"
+    settled.saw("3 x `aborted` with the API's reason, none left `aborting`")

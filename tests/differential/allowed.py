@@ -37,6 +37,25 @@ def _project_key(name: str, saq: Key | None, tracked: Key | None) -> bool:
     )
 
 
+# What a tracked worker adds to SAQ's worker record: the jobs it runs (app.jobs.queue.running).
+LISTING = ("listed_at", "jobs")
+
+
+def _worker_listing(name: str, saq: Key | None, tracked: Key | None) -> bool:
+    """The same worker record, plus when it was written and the list of the jobs running."""
+    if saq is None or tracked is None or ":worker_info:" not in name:
+        return False
+    if not isinstance(saq.value, dict) or not isinstance(tracked.value, dict):
+        return False
+    listed = tracked.value
+    rest = {k: v for k, v in listed.items() if k not in LISTING}
+    return (
+        (saq.type, saq.ttl, saq.value) == (tracked.type, tracked.ttl, rest)
+        and isinstance(listed.get("listed_at"), int)
+        and isinstance(listed.get("jobs"), list)
+    )
+
+
 def _waiting_job_aborted(_job_id: str, saq: JobView, tracked: JobView) -> bool:
     """SAQ leaves it `aborting` (its abort key until it expires); ours finishes it `aborted`."""
     if saq.status != "aborting" or saq.record is None or saq.abort is None:
@@ -84,6 +103,12 @@ PROJECT_KEYS = Allowance(
     "events stream `tracked-jobs:<queue>:events`",
     key=_project_key,
 )
+WORKER_LISTS_ITS_JOBS = Allowance(
+    "worker lists its jobs",
+    "a tracked worker's record `saq:<queue>:worker_info:<id>` also holds `listed_at` and "
+    "`jobs`, the jobs it runs",
+    key=_worker_listing,
+)
 ABORT_ENDS_WAITING_JOB = Allowance(
     "abort of a waiting job ends it",
     "a job waiting for its time (scheduled, or a retry's delay) that is aborted ends "
@@ -98,5 +123,5 @@ SWEEP_SECOND_LOOK = Allowance(
 )
 
 # Allowed in every scenario; the others only in the scenarios that declare them.
-ALWAYS = [ROW_ID_IN_META, PROJECT_KEYS]
+ALWAYS = [ROW_ID_IN_META, PROJECT_KEYS, WORKER_LISTS_ITS_JOBS]
 ALLOWED = [*ALWAYS, ABORT_ENDS_WAITING_JOB, SWEEP_SECOND_LOOK]

@@ -88,9 +88,11 @@ async def test_a_job_flushed_out_of_redis_runs_again_from_its_row(
     assert await executions(queue) == {str(row.job_id): 1}
 
 
-async def test_a_running_row_whose_worker_still_lives_is_left_alone(
+async def test_a_running_row_whose_live_worker_has_not_listed_since_it_began_is_left_alone(
     session: AsyncSession, engine: AsyncEngine, queue: TrackedQueue, make_enqueuer: MakeEnqueuer
 ) -> None:
+    """The worker's record predates the run: it cannot tell yet (test_lost_worker_rule.py has
+    the records that can)."""
     enqueuer = make_enqueuer()
     jobs = BackgroundJobService(session, enqueuer=enqueuer)
     row = await jobs.enqueue(trigger_test, {"message": "running"})

@@ -18,6 +18,7 @@ from app.asgi import create_app as create_product_app
 from app.jobs.registry import TaskRegistry, tracked_task
 from app.worker.tasks import trigger_test
 from tests.support.executions import counted
+from tests.support.gate import wait_at_gate
 
 TEST_APP = "tests.support.app:create_app"
 TEST_CRON_APP = "tests.support.app:create_cron_app"  # the same, with SCHEDULES
@@ -26,7 +27,9 @@ BEYOND_ANY_WINDOW = 600  # seconds; a scenario settles in well under this
 
 @counted
 @tracked_task(timeout=BEYOND_ANY_WINDOW, attempts=3, retry_delay=0.2, max_retry_delay=1)
-async def chaos_sleep(ctx: dict[str, Any], *, seconds: float) -> dict[str, float]:
+async def chaos_sleep(
+    ctx: dict[str, Any], *, seconds: float, payload: str = ""
+) -> dict[str, float]:
     await asyncio.sleep(seconds)
     return {"slept": seconds}
 
@@ -46,7 +49,49 @@ async def chaos_overrun(ctx: dict[str, Any], *, seconds: float) -> dict[str, flo
     return {"slept": seconds}
 
 
-REGISTRY = TaskRegistry([counted(trigger_test), chaos_sleep, chaos_sleep_once, chaos_overrun])
+class ChaosFailure(RuntimeError):
+    """Raised on purpose by a chaos task's first attempt."""
+
+
+# The gated tasks count their runs at the gate (a folder): Redis may restart empty meanwhile.
+@tracked_task(timeout=BEYOND_ANY_WINDOW, attempts=1)
+async def chaos_gated(ctx: dict[str, Any], *, gate: str) -> dict[str, int]:
+    """Succeeds once the test opens its gate."""
+    await wait_at_gate(gate, ctx["job"])
+    return {"attempt": ctx["job"].attempts}
+
+
+@tracked_task(timeout=BEYOND_ANY_WINDOW, attempts=2, retry_delay=0.2, max_retry_delay=0.2)
+async def chaos_gated_failing_once(ctx: dict[str, Any], *, gate: str) -> dict[str, int]:
+    """Its first attempt fails once the test opens its gate; the second succeeds."""
+    await wait_at_gate(gate, ctx["job"])
+    if ctx["job"].attempts == 1:
+        raise ChaosFailure("the first attempt fails on purpose")
+    return {"attempt": ctx["job"].attempts}
+
+
+@counted
+@tracked_task(timeout=2, attempts=2)
+async def chaos_heartbeat_overrun(ctx: dict[str, Any], *, every: float) -> dict[str, int]:
+    """Its first attempt heartbeats until its 2 s timeout; the second returns at once."""
+    job = ctx["job"]
+    while job.attempts == 1:
+        await job.update()  # a heartbeat: SAQ's SET of the job, and its PUBLISH
+        await asyncio.sleep(every)
+    return {"attempt": job.attempts}
+
+
+REGISTRY = TaskRegistry(
+    [
+        counted(trigger_test),
+        chaos_sleep,
+        chaos_sleep_once,
+        chaos_overrun,
+        chaos_gated,
+        chaos_gated_failing_once,
+        chaos_heartbeat_overrun,
+    ]
+)
 
 
 def create_app() -> Litestar:

@@ -18,6 +18,7 @@ from saq.worker import Worker
 from app.db.models import BackgroundJob
 from app.jobs.lifecycle import (
     CRON,
+    FROM_OUTBOX,
     ROW_ID,
     JobStatus,
     Transition,
@@ -27,7 +28,7 @@ from app.jobs.lifecycle import (
 )
 from app.jobs.outbox.enqueuer import Enqueuer
 from app.jobs.queue.tracked import TrackedQueue
-from app.jobs.reconciler import Action, decide
+from app.jobs.reconciler import Action, Fleet, decide
 from app.jobs.record.recorder import LifecycleRecorder
 from app.jobs.record.statements import apply_transitions
 from app.jobs.registry import TaskRegistry, tracked_task
@@ -233,7 +234,7 @@ def test_a_cron_job_that_sets_its_own_timeout_is_refused() -> None:
 
 # -- the reconciler and the outbox with such rows --------------------------------------------
 
-LIVE = {"live-worker"}
+LIVE: Fleet = {"live-worker": None}
 
 
 def foreign_row(status: str = "queued", *, cron: str | None = None) -> BackgroundJob:
@@ -245,7 +246,9 @@ def foreign_row(status: str = "queued", *, cron: str | None = None) -> Backgroun
 
 
 def decision(row: BackgroundJob, job: Job | None) -> Action:
-    return decide(row, job, LIVE, now_ms=QUEUED_AT_MS, worker_lost_after_ms=30_000)
+    return decide(
+        row, job, LIVE, now_ms=QUEUED_AT_MS, worker_lost_after_ms=30_000, timeout_ms=60_000
+    )
 
 
 def test_a_rows_own_run_found_by_its_key_is_left() -> None:
@@ -277,7 +280,7 @@ async def test_a_lost_job_is_enqueued_again_with_its_key_row_id_and_time() -> No
     (job,) = queue.jobs
     assert (job.key, job.meta, job.kwargs) == (
         "report:2026-11",
-        {ROW_ID: str(row.job_id)},
+        {FROM_OUTBOX: True, ROW_ID: str(row.job_id)},
         {"month": 11},
     )
     assert job.scheduled == int(datetime(2026, 12, 1, tzinfo=UTC).timestamp())

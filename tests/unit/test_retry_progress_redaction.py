@@ -16,7 +16,7 @@ from app.db.models import BackgroundJob
 from app.jobs.http.shared.redaction import MASK, Redactor
 from app.jobs.http.shared.schemas import JobRead
 from app.jobs.lifecycle import MANUAL_RETRIES, JobStatus, Transition, fold
-from app.jobs.reconciler import Action, decide
+from app.jobs.reconciler import Action, Fleet, decide
 from app.jobs.record.progress import PROGRESS_MESSAGE, ProgressUpdate, apply_progress, clamped
 from app.jobs.record.recorder import LifecycleRecorder
 from app.jobs.record.statements import apply_transitions
@@ -55,10 +55,15 @@ def test_the_reconciler_enqueues_a_retry_whose_job_never_reached_redis() -> None
         job_id=uuid4(), task_name="t", queue="q", status="queued", attempts=1, manual_retries=1
     )
     earlier = Job(function="t", key=str(row.job_id), status=Status.FAILED, attempts=1)
-    live: set[str] = set()
-    assert decide(row, earlier, live, now_ms=0, worker_lost_after_ms=1) is Action.ENQUEUE_AGAIN
+    live: Fleet = {}
+    assert (
+        decide(row, earlier, live, now_ms=0, worker_lost_after_ms=1, timeout_ms=1)
+        is Action.ENQUEUE_AGAIN
+    )
     earlier.meta = {MANUAL_RETRIES: 1}  # the retry's own job: it ended, the row is behind
-    assert decide(row, earlier, live, now_ms=0, worker_lost_after_ms=1) is Action.REPAIR
+    assert (
+        decide(row, earlier, live, now_ms=0, worker_lost_after_ms=1, timeout_ms=1) is Action.REPAIR
+    )
 
 
 def test_progress_is_read_from_the_job_within_its_bounds() -> None:

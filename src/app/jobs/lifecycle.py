@@ -108,6 +108,9 @@ def epoch_ms_to_datetime(millis: int | float | None) -> datetime | None:
 # `job.meta` keys. A job the outbox made has its row's `job_id` as its SAQ key; any other job
 # (cron, `scheduled=`, a caller's key, a plain `queue.enqueue`) carries a row id of its own.
 ROW_ID = "job_id"
+# Set on the jobs the outbox makes (their key is their row's job_id, the row exists): a job
+# with neither this nor a row id was made by a plain SAQ producer and has no row yet.
+FROM_OUTBOX = "outbox"
 CRON = "cron"  # the schedule of a cron run, put there by the worker's settings
 # How many times an operator retried the row when this job was enqueued (absent: never).
 # Events of an earlier run carry a smaller number, so they cannot touch the retried row.

@@ -23,7 +23,7 @@ from saq.job import Job as SaqJob
 from sqlalchemy import bindparam, select, text
 
 from app.db.models import BackgroundJob
-from app.jobs.lifecycle import MANUAL_RETRIES, ROW_ID, JobStatus, to_json
+from app.jobs.lifecycle import FROM_OUTBOX, MANUAL_RETRIES, ROW_ID, JobStatus, to_json
 from app.jobs.record.statements import Execute
 from app.jobs.registry import TaskFunction, TaskPolicy, TaskRegistry, UnknownTaskError
 
@@ -255,11 +255,12 @@ class Enqueuer:
             kwargs=dict(row.arguments),
             key=str(row.job_id),
             attempts=row.attempts,
+            meta={FROM_OUTBOX: True},  # its row exists: a worker does not adopt it
             **settings,
         )
         manual_retries: int = getattr(row, "manual_retries", 0) or 0
         if manual_retries:  # its events must tell this run from the earlier ones
-            job.meta = {MANUAL_RETRIES: manual_retries}
+            job.meta[MANUAL_RETRIES] = manual_retries
         job_key = getattr(row, "job_key", None)
         if job_key is not None:  # a row first seen by the queue: its SAQ key, its row id
             job.key, job.meta = job_key, {**job.meta, ROW_ID: str(row.job_id)}

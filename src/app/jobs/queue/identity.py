@@ -16,16 +16,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from app.jobs.queue.running import JOBS, LISTED_AT
+
 # The metadata fields a tracked worker writes.
 HOST = "host"
 PID = "pid"
 QUEUE = "queue"
 CONCURRENCY = "concurrency"
 STARTED = "started"  # epoch ms: when the process built its queue (SAQ's `uptime` counts from it)
-# What a worker runs now, when it lists it (app.jobs.queue.running, issue 17): the time of its
-# listing (epoch ms, its clock) and [{"key", "row_id", "started"}] for each job.
-LISTED_AT = "listed_at"
-JOBS = "jobs"
 
 
 def this_process(queue_name: str, concurrency: int, started_ms: int) -> dict[str, Any]:

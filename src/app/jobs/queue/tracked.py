@@ -34,6 +34,7 @@ from app.jobs.metrics import JobMetrics
 from app.jobs.pipeline import CommandBatcher
 from app.jobs.queue.moves import EMPTY, JobMoves
 from app.jobs.queue.pauses import SchedulePauses
+from app.jobs.queue.running import RunningJobs
 from app.jobs.record.progress import ProgressUpdate
 from app.jobs.record.recorder import LifecycleRecorder
 
@@ -88,6 +89,7 @@ class TrackedQueue(RedisQueue):
         self._redis_backoff = 0.0
         self._batcher = CommandBatcher(self.redis)
         self._moves = JobMoves(self, self._batcher)
+        self.running = RunningJobs()  # listed in this worker's SAQ record
         if recorder.events is not None:
             recorder.events.send_with(self._batcher)  # the job events ride along
 
@@ -159,6 +161,7 @@ class TrackedQueue(RedisQueue):
         # so SAQ's copy of it is not needed.
         job.touched = now()
         job.status = Status.ACTIVE
+        self.running.started(job)  # a start that fails is retried or failed, which ends it
         await self._update(job, status=Status.ACTIVE)
 
     async def _update(self, job: Job, status: Status | None = None, **kwargs: Any) -> None:
@@ -191,7 +194,8 @@ class TrackedQueue(RedisQueue):
         job.status, job.result, job.error, job.completed = status, result, error, now()
         if status == Status.COMPLETE:
             job.progress = 1.0
-        await self._finish(job, status, result=result, error=error, **kwargs)
+        with self.running.ending(job):  # whether Redis heard of it or not
+            await self._finish(job, status, result=result, error=error, **kwargs)
         if saq_log.isEnabledFor(logging.INFO):
             saq_log.info("Finished %s", job.info(saq_log.isEnabledFor(logging.DEBUG)))
         if status == Status.COMPLETE:
@@ -208,11 +212,16 @@ class TrackedQueue(RedisQueue):
         await self._moves.finish(job)  # SAQ's transaction and its PUBLISH, one round trip
 
     async def retry(self, job: Job, error: str | None) -> None:
-        await super().retry(job, error)
+        with self.running.ending(job):
+            await super().retry(job, error)
         self._report(job)
 
     async def _retry(self, job: Job, error: str | None) -> None:
         await self._moves.retry(job)  # SAQ's transaction and its PUBLISH, one round trip
+
+    async def write_worker_info(self, worker_id: str, info: Any, ttl: int) -> None:
+        # SAQ's worker record, with the jobs this process runs now (`running.py`).
+        await super().write_worker_info(worker_id, info | self.running.listing(), ttl)
 
     async def abort(self, job: Job, error: str, ttl: float = 5) -> None:
         # SAQ finishes a job it takes off the queued list, and a worker one it runs; a job
