@@ -230,6 +230,7 @@ class LocalRedis:
     port: int
     persistent: bool = True  # AOF + snapshots; False: nothing on disk, a restart loses every job
     port_variable: str = "--redis-port"  # what a person sets to choose another port
+    options: tuple[str, ...] = ()  # more of redis-server's arguments (tests: rename-command ...)
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -258,6 +259,7 @@ class LocalRedis:
                 *(["--save", "60 1", "--appendonly", "yes"] if self.persistent
                   else ["--save", "", "--appendonly", "no"]),
                 "--daemonize", "no",
+                *self.options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

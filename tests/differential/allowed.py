@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from app.jobs.queue.floor import SAQ_VERIFIED
 from tests.differential.compare import Allowance, JobView
 from tests.differential.keyspace import TIME, Key, Near
 
-# The SAQ these allowances were verified with: a test fails on any other (an upgrade is a
-# deliberate step, docs/saq-compatibility.md "Upgrading SAQ").
-VERIFIED_WITH_SAQ = "0.26.4"
+# The SAQ these allowances were verified with, the one the workers accept: a test fails on any
+# other (an upgrade is a deliberate step, docs/saq-compatibility.md "Upgrading SAQ").
+VERIFIED_WITH_SAQ = SAQ_VERIFIED
 ROW_ID = "job_id"  # app.jobs.lifecycle.ROW_ID, spelled out: a rename must show up here
 
 
@@ -32,8 +33,11 @@ def _project_key(name: str, saq: Key | None, tracked: Key | None) -> bool:
     if saq is not None or tracked is None:
         return False
     _, _queue, *rest = name.split(":")
-    return (name.startswith("saq:") and rest == ["metrics"] and tracked.type == "hash") or (
-        name.startswith("tracked-jobs:") and rest[:1] == ["events"]
+    saq_hash = name.startswith("saq:") and tracked.type == "hash"
+    return (
+        (saq_hash and rest == ["metrics"])
+        or (saq_hash and len(rest) == 2 and rest[0] == "moves")  # the moves' guard
+        or (name.startswith("tracked-jobs:") and rest[:1] == ["events"])
     )
 
 
@@ -99,8 +103,8 @@ ROW_ID_IN_META = Allowance(
 )
 PROJECT_KEYS = Allowance(
     "project keys",
-    "the project's own keys beside SAQ's: the job counters `saq:<queue>:metrics` and the "
-    "events stream `tracked-jobs:<queue>:events`",
+    "the project's own keys beside SAQ's: the job counters `saq:<queue>:metrics`, the "
+    "moves' guard `saq:<queue>:moves:<id>` and the events stream `tracked-jobs:<queue>:events`",
     key=_project_key,
 )
 WORKER_LISTS_ITS_JOBS = Allowance(

@@ -42,7 +42,7 @@ async def enqueue(enqueuer: Enqueuer, n: int) -> list[str]:
     return [str((await enqueuer.enqueue(trigger_test, dict(ARGUMENTS))).job_id) for _ in range(n)]
 
 
-async def test_concurrent_takes_get_the_jobs_in_order_in_one_script_call(
+async def test_concurrent_takes_get_the_jobs_in_order_sharing_script_calls(
     queue: TrackedQueue, make_enqueuer: Callable[..., Enqueuer]
 ) -> None:
     warm_up, *keys = await enqueue(make_enqueuer(REGISTRY), 6)
@@ -59,7 +59,9 @@ async def test_concurrent_takes_get_the_jobs_in_order_in_one_script_call(
     assert await listed(queue, "queued") == []
     assert await command_calls(queue, "blmove") == blocking  # SAQ's path not needed
     assert await command_calls(queue, "lmove") == moves + 5
-    assert await command_calls(queue, "evalsha") == scripts + 1  # one round trip for all
+    # Five takers share script calls: one, or two when the first was written at once (the
+    # channel had been quiet) and the four others came while it was on the wire.
+    assert await command_calls(queue, "evalsha") - scripts in (1, 2)
 
 
 async def test_an_idle_taker_wakes_for_a_job_enqueued_later(
@@ -174,3 +176,18 @@ async def test_one_callers_error_reply_is_raised_to_it_alone(queue: TrackedQueue
         await wrong
     assert await right == [True, b"2"]
     await batcher.idle()
+
+
+async def test_a_queue_connected_again_after_it_was_closed_still_moves_jobs(
+    queue: TrackedQueue, make_enqueuer: Callable[..., Enqueuer]
+) -> None:
+    await queue.disconnect()
+    await queue.connect()
+    [key] = await enqueue(make_enqueuer(REGISTRY), 1)
+    job = await queue.dequeue(timeout=5)
+    assert job is not None
+    assert job.key == key
+    await queue.finish(job, Status.COMPLETE)
+    stored = await queue.job(key)
+    assert stored is not None
+    assert stored.status == Status.COMPLETE

@@ -26,7 +26,8 @@ sys.path.append(os.environ["SAQ_SUITE_DEPS"])
 
 from saq.queue.redis import RedisQueue
 
-from app.jobs.queue import moves
+from app.jobs.pipeline import Script
+from app.jobs.queue import moves, scripts
 from app.jobs.queue.moves import JobMoves
 
 CALLS: Counter[str] = Counter()
@@ -47,19 +48,9 @@ def _counted(name: str, method: Callable[..., Awaitable[Any]]) -> Callable[..., 
 
 def _break(mode: str) -> None:
     if mode == "finish-publish":
-        publish = "redis.call('PUBLISH', KEYS[3], ARGV[3])"
-        assert publish in moves._FINISH.text, "the finish script changed: update this break"
-        silent = moves.Script(moves._FINISH.text.replace(publish, ""))
-
-        async def finish_without_publish(self: JobMoves, job: Any) -> None:
-            await self._batcher.execute(
-                silent.call(
-                    [self.active, self.incomplete, job.id],
-                    [job.ttl, self._queue.serialize(job), job.status.value],
-                )
-            )
-
-        JobMoves.finish = finish_without_publish  # type: ignore[method-assign]
+        publish = "redis.call('PUBLISH', KEYS[3], ARGV[5])"
+        assert publish in scripts.FINISH.text, "the finish script changed: update this break"
+        moves.FINISH = Script(scripts.FINISH.text.replace(publish, ""))  # what finish() sends
     elif mode == "take-lost":
         take = JobMoves.take
 

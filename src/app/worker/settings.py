@@ -201,8 +201,9 @@ class ApiQueueLifecycle(InitPluginProtocol):
 
     Drops the worker start-up hooks litestar-saq adds (workers run in their own process,
     `litestar workers run`; here the hooks would only start an idle heartbeat thread and bind
-    worker fields to every API log line), and disconnects the queues at shutdown so their
-    pending lifecycle writes (aborts from `/saq`) are flushed. Listed after `SAQPlugin`.
+    worker fields to every API log line), connects the queues at start-up (a Redis the
+    queue cannot run on is refused there, in one line), and disconnects them at shutdown so
+    their pending lifecycle writes (aborts from `/saq`) are flushed. Listed after `SAQPlugin`.
     """
 
     def __init__(self, saq: SAQPlugin) -> None:
@@ -215,8 +216,13 @@ class ApiQueueLifecycle(InitPluginProtocol):
                 worker_hooks |= {worker.on_app_startup, worker.on_app_shutdown}
         app_config.on_startup = [h for h in app_config.on_startup if h not in worker_hooks]
         app_config.on_shutdown = [h for h in app_config.on_shutdown if h not in worker_hooks]
+        app_config.on_startup.append(self._connect_queues)
         app_config.on_shutdown.append(self._disconnect_queues)
         return app_config
+
+    async def _connect_queues(self) -> None:
+        for queue in self._saq.get_queues().queues.values():
+            await queue.connect()
 
     async def _disconnect_queues(self) -> None:
         for queue in self._saq.get_queues().queues.values():

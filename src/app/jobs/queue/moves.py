@@ -6,24 +6,38 @@ take the same values, SAQ's pub/sub messages included (`queue.listen`/`apply` re
 
 - take: one script moves the next jobs from the queued to the active list and returns their
   data, for every caller waiting at that moment at once;
-- mark active: the SET and its PUBLISH, in the next pipeline;
+- mark active, heartbeat, progress: SAQ's SET and its PUBLISH;
 - finish: one script does SAQ's transaction and its PUBLISH;
-- retry: SAQ's transaction with its PUBLISH inside (rare: not shared).
+- retry: one script does SAQ's transaction and its PUBLISH.
 
-All of them ride on the queue's `CommandBatcher`: the jobs of a worker that reach the same
-step together share one round trip.
+All of them ride on the queue's `CommandBatcher`, one ordered channel: the jobs of a worker
+that reach the same step together share one round trip, and a later move of a job never
+overtakes an earlier one.
+
+A move whose reply was lost (the connection dropped) is sent again, so each must be safe to
+run twice. SET and PUBLISH are (a listener may hear the status twice, as after redis-py's own
+retry). The scripts carry a sequence number and keep the last one they applied in a guard
+hash of their own (`saq:<queue>:moves:<id>`, one per queue object, expiring
+`GUARD_TTL_MS` after its last move): a script sent again after it ran does nothing, so a
+finish cannot undo the next run of a cron job's key, nor a retry re-queue a job another
+worker took meanwhile. The take also records the ids it moved there: sent again, it returns
+the same jobs (those still on the active list) instead of taking more; a take given up while
+its reply is unknown becomes a give-back of whatever it took.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
+from uuid import uuid4
 
 import structlog
 from saq.job import Status
 
-from app.jobs.pipeline import Command, CommandBatcher, Script
+from app.jobs.pipeline import Command, CommandBatcher, Script, Work
+from app.jobs.queue.scripts import FINISH, GIVE_BACK, GUARD_TTL_MS, RETRY, TAKE
 
 if TYPE_CHECKING:
     from saq.job import Job
@@ -31,62 +45,34 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-# KEYS: queued, active. ARGV: how many. Each job moved: its id, then its data (or nil).
-_TAKE = Script("""
-local taken = {}
-for _ = 1, tonumber(ARGV[1]) do
-    local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
-    if not id then break end
-    taken[#taken + 1] = id
-    taken[#taken + 1] = redis.call('GET', id)
-end
-return taken
-""")
-# KEYS: queued, active. ARGV: job ids taken but not handed to anyone, in their order.
-_PUT_BACK = Script("""
-for i = #ARGV, 1, -1 do
-    if redis.call('LREM', KEYS[2], 1, ARGV[i]) == 1 then
-        redis.call('LPUSH', KEYS[1], ARGV[i])
-    end
-end
-""")
-# SAQ's `_finish` transaction, then its notify. KEYS: active, incomplete, the job's id.
-# ARGV: its ttl (> 0 expire, 0 keep, < 0 delete), its data, its status.
-_FINISH = Script("""
-redis.call('LREM', KEYS[1], 1, KEYS[3])
-redis.call('ZREM', KEYS[2], KEYS[3])
-local ttl = tonumber(ARGV[1])
-if ttl > 0 then
-    redis.call('SETEX', KEYS[3], ARGV[1], ARGV[2])
-elseif ttl == 0 then
-    redis.call('SET', KEYS[3], ARGV[2])
-else
-    redis.call('DEL', KEYS[3])
-end
-redis.call('PUBLISH', KEYS[3], ARGV[3])
-""")
-
 EMPTY: Final[object] = object()  # `take`: the queue had nothing to hand out
 
 
 class _Take:
-    """One script call for every caller waiting for a job when the pipeline is built."""
+    """One script call for every caller waiting for a job when it is written; one take in
+    flight at a time (the callers who come meanwhile wait for the next), so that the guard
+    holds the ids of the only take whose reply may be lost."""
+
+    replays = True
+    patient = False  # a taker does not wait out an outage: its worker backs off
 
     def __init__(self, moves: JobMoves) -> None:
         self._moves = moves
         self._waiting: list[asyncio.Future[Any]] = []
+        self.seq = 0
 
     def commands(self) -> list[Command]:
-        waiting, self._moves._waiting = self._moves._waiting, []
-        self._waiting = [future for future in waiting if not future.done()]  # not cancelled
-        self._moves._take_staged = False
+        if not self.seq:  # first written: the callers waiting now
+            self._waiting, self._moves._waiting = self._moves._waiting, []
+        self._waiting = [future for future in self._waiting if not future.done()]  # not cancelled
         if not self._waiting:
+            self._moves._take_staged = False
             return []
-        return [_TAKE.call([self._moves.queued, self._moves.active], [len(self._waiting)])]
+        keys = [self._moves.queued, self._moves.active]
+        self.seq, command = self._moves.call(TAKE, keys, len(self._waiting))
+        return [command]
 
     def resolve(self, replies: list[Any]) -> None:
-        if not replies:
-            return
         if isinstance(replies[0], Exception):
             self.fail(replies[0])
             return
@@ -99,19 +85,34 @@ class _Take:
         unclaimed = taken[len(waiting) :]  # their callers were cancelled meanwhile
         if unclaimed:
             self._moves.put_back([job_id for job_id, _ in unclaimed])
+        self._moves._take_staged = False
+        if self._moves._waiting:  # callers who came while it was on the wire
+            self._moves._take_staged = True
+            self._moves._batcher.stage(_Take(self._moves))
 
     def fail(self, error: BaseException) -> None:
-        for future in self._waiting:
+        waiting, self._moves._waiting = [*self._waiting, *self._moves._waiting], []
+        self._moves._take_staged = False
+        for future in waiting:  # those who came meanwhile would meet the same error
             if not future.done():
                 future.set_exception(error)
 
+    def expire(self, error: BaseException) -> Work | None:
+        self.fail(error)
+        # Written, its reply lost: whatever it took goes back (nothing, if it never ran).
+        return _GiveBack(self._moves, [], take=self.seq) if self.seq else None
 
-class _PutBack:
-    def __init__(self, moves: JobMoves, job_ids: list[bytes]) -> None:
-        self._moves, self._job_ids = moves, job_ids
+
+class _GiveBack:
+    replays = True
+    patient = True
+
+    def __init__(self, moves: JobMoves, job_ids: list[bytes], *, take: int = 0) -> None:
+        self._moves, self._job_ids, self._take = moves, job_ids, take
 
     def commands(self) -> list[Command]:
-        return [_PUT_BACK.call([self._moves.queued, self._moves.active], self._job_ids)]
+        keys = [self._moves.queued, self._moves.active]
+        return [self._moves.call(GIVE_BACK, keys, self._take, *self._job_ids)[1]]
 
     def resolve(self, replies: list[Any]) -> None:
         if isinstance(replies[0], Exception):
@@ -121,9 +122,54 @@ class _PutBack:
         # They stay on the active list, still queued: the sweep gives them back.
         log.warning("taken jobs not put back", count=len(self._job_ids), error=str(error))
 
+    def expire(self, error: BaseException) -> Work | None:
+        return self  # until Redis takes it
+
+
+class _JobMove:
+    """A job's start, finish or retry: its caller is told after the channel's bound, but the
+    move is kept and sent until Redis takes it (the row has the transition already), in its
+    place: what the worker stages next for the job lands after it."""
+
+    replays = True
+    patient = True
+
+    def __init__(self, job: Job, build: Callable[[], list[Command]]) -> None:
+        self._build, self._key, self._status = build, job.key, str(Status(job.status).value)
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._late = False
+
+    def commands(self) -> list[Command]:
+        return [] if self.future.cancelled() else self._build()  # cancelled: never sent
+
+    def resolve(self, replies: list[Any]) -> None:
+        error = next((reply for reply in replies if isinstance(reply, Exception)), None)
+        if error is not None:
+            self.fail(error)
+            return
+        if self._late:
+            log.warning("job move reached redis late", job_key=self._key, status=self._status)
+        if not self.future.done():
+            self.future.set_result(None)
+
+    def fail(self, error: BaseException) -> None:
+        if self._late:
+            log.error(
+                "job move never reached redis", job_key=self._key, status=self._status,
+                error=str(error),
+            )  # fmt: skip
+        elif not self.future.done():
+            self.future.set_exception(error)
+
+    def expire(self, error: BaseException) -> Work | None:
+        self._late = True
+        if not self.future.done():
+            self.future.set_exception(error)
+        return self
+
 
 class JobMoves:
-    """Take, mark active and finish `queue`'s jobs through `batcher`."""
+    """Take, mark, finish and retry `queue`'s jobs through `batcher`."""
 
     def __init__(self, queue: RedisQueue, batcher: CommandBatcher) -> None:
         self._queue = queue
@@ -131,8 +177,16 @@ class JobMoves:
         self.queued = queue.namespace("queued")
         self.active = queue.namespace("active")
         self.incomplete = queue.namespace("incomplete")
+        self.guard = queue.namespace(f"moves:{uuid4().hex}")
+        self._seq = 0
         self._waiting: list[asyncio.Future[Any]] = []
         self._take_staged = False
+
+    def call(self, script: Script, keys: list[Any], *args: Any) -> tuple[int, Command]:
+        """`script`'s command and its number, taken as it is written: numbers rise in the
+        order Redis runs the scripts, which is what lets the guard tell a replay."""
+        self._seq += 1
+        return self._seq, script.call([*keys, self.guard], [self._seq, GUARD_TTL_MS, *args])
 
     async def take(self) -> Job | object | None:
         """The next queued job, moved to the active list (`EMPTY` if there was none; None if
@@ -158,36 +212,35 @@ class JobMoves:
 
     def put_back(self, job_ids: list[bytes]) -> None:
         """Jobs taken for callers that are gone: to the head of the queue, in their order."""
-        self._batcher.stage(_PutBack(self, job_ids))
+        self._batcher.stage(_GiveBack(self, job_ids))
 
-    async def mark(self, job: Job) -> None:
-        """SAQ's `_update` of a job whose status is given: its data, then its status published."""
-        await self._batcher.execute(
+    async def mark(self, job: Job, *, start: bool = False) -> None:
+        """SAQ's `_update`: the job's data, then its status published. A `start` is kept until
+        Redis takes it, as a finish is; a heartbeat or a progress is not (its task is told, as
+        SAQ's own would be)."""
+        commands = [
             ("SET", job.id, self._queue.serialize(job)),
             ("PUBLISH", job.id, Status(job.status).value),
-        )
+        ]
+        if start:
+            await self._send(_JobMove(job, lambda: commands))
+        else:
+            await self._batcher.execute(*commands, replays=True)
 
     async def finish(self, job: Job) -> None:
         """SAQ's `_finish`: off the active list and the incomplete set, kept for its ttl."""
-        await self._batcher.execute(
-            _FINISH.call(
-                [self.active, self.incomplete, job.id],
-                [job.ttl, self._queue.serialize(job), Status(job.status).value],
-            )
-        )
+        keys = [self.active, self.incomplete, job.id]
+        args = (job.ttl, self._queue.serialize(job), Status(job.status).value)
+        await self._send(_JobMove(job, lambda: [self.call(FINISH, keys, *args)[1]]))
 
     async def retry(self, job: Job) -> None:
         """SAQ's `_retry`: back on the queue, or in the incomplete set until its delay is over."""
-        job_id = job.id
         delay = job.next_retry_delay()
-        async with self._queue.redis.pipeline(transaction=True) as pipe:
-            pipe.lrem(self.active, 1, job_id)
-            pipe.lrem(self.queued, 1, job_id)
-            if delay:
-                pipe.zadd(self.incomplete, {job_id: time.time() + delay})
-            else:
-                pipe.zadd(self.incomplete, {job_id: job.scheduled})
-                pipe.rpush(self.queued, job_id)
-            pipe.set(job_id, self._queue.serialize(job))
-            pipe.publish(job_id, Status(job.status).value)
-            await pipe.execute()
+        score = time.time() + delay if delay else job.scheduled
+        keys = [self.active, self.queued, self.incomplete, job.id]
+        args = (score, "0" if delay else "1", self._queue.serialize(job), Status(job.status).value)
+        await self._send(_JobMove(job, lambda: [self.call(RETRY, keys, *args)[1]]))
+
+    async def _send(self, move: _JobMove) -> None:
+        self._batcher.stage(move)
+        await move.future

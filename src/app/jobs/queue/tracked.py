@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 from uuid import uuid4
 
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from saq.job import Job, Status
 from saq.queue.base import logger as saq_log
@@ -31,47 +32,26 @@ from saq.utils import now
 
 from app.jobs.lifecycle import ROW_ID, Transition, UntrackedJobError
 from app.jobs.metrics import JobMetrics
-from app.jobs.pipeline import CommandBatcher
+from app.jobs.pipeline import CommandBatcher, RedisUnreachable
+from app.jobs.queue import floor
 from app.jobs.queue.moves import EMPTY, JobMoves
 from app.jobs.queue.pauses import SchedulePauses
 from app.jobs.queue.running import RunningJobs
+from app.jobs.queue.scripts import ENQUEUE
+from app.jobs.queue.sweep import sweep
 from app.jobs.record.progress import ProgressUpdate
 from app.jobs.record.recorder import LifecycleRecorder
 
 log = structlog.get_logger(__name__)
 
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
-# SAQ's own script (queue/redis.py): under a lock, every job id on the active list with its data.
-_TAKE_ACTIVE_JOBS = """
-local id_jobs = {}
-if redis.call('EXISTS', KEYS[1]) == 0 then
-    redis.call('SETEX', KEYS[1], ARGV[1], 1)
-    for i, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-        id_jobs[i] = {v, redis.call('GET', v)}
-    end
-end
-return id_jobs
-"""
-# SAQ's enqueue script (queue/redis.py `_enqueue`): a job whose key is unfinished is refused.
-_ENQUEUE = """
-if not redis.call('ZSCORE', KEYS[1], KEYS[2]) and redis.call('EXISTS', KEYS[4]) == 0 then
-    redis.call('SET', KEYS[2], ARGV[1])
-    redis.call('ZADD', KEYS[1], ARGV[2], KEYS[2])
-    if ARGV[2] == '0' then redis.call('RPUSH', KEYS[3], KEYS[2]) end
-    return 1
-else
-    return nil
-end
-"""
-# How long a worker may take from taking a job to marking it active (see `sweep`).
-_SWEEP_SECOND_LOOK = 2.0
 
 
 class TrackedQueue(RedisQueue):
     """A `RedisQueue` that reports every job transition to its `LifecycleRecorder`.
 
-    Its worker's moves (take, mark active, finish) leave Redis as SAQ's would, in fewer
-    round trips (`JobMoves`), the jobs of concurrent callers sharing a pipeline.
+    Its worker's moves (take, start, heartbeat, finish, retry) leave Redis as SAQ's would, in
+    fewer round trips (`JobMoves`), all on one ordered channel of their own (`CommandBatcher`).
     """
 
     def __init__(
@@ -87,6 +67,7 @@ class TrackedQueue(RedisQueue):
         self.metrics = metrics  # enqueued jobs and waits; the recorder counts the rest
         self.pauses = pauses  # the cron schedules whose runs are refused
         self._redis_backoff = 0.0
+        self._floor = floor.Floor(self)
         self._batcher = CommandBatcher(self.redis)
         self._moves = JobMoves(self, self._batcher)
         self.running = RunningJobs()  # listed in this worker's SAQ record
@@ -95,11 +76,14 @@ class TrackedQueue(RedisQueue):
 
     async def connect(self) -> None:
         await super().connect()
+        await self._floor.check()  # refuses a SAQ or a Redis the moves were not made for
+        await self._batcher.connect()
         self.recorder.start()
 
     async def disconnect(self) -> None:
         with contextlib.suppress(TimeoutError):  # a finish or a put-back still on the wire
             await asyncio.wait_for(self._batcher.idle(), 5.0)
+        await self._batcher.close()
         await self.recorder.close()  # writes what is pending first
         if self.metrics is not None:
             await self.metrics.close()
@@ -114,7 +98,7 @@ class TrackedQueue(RedisQueue):
         if not jobs:
             return []
         if self._enqueue_script is None:
-            self._enqueue_script = self.redis.register_script(_ENQUEUE)
+            self._enqueue_script = self.redis.register_script(ENQUEUE)
         async with self.redis.pipeline(transaction=False) as pipe:
             for job in jobs:
                 job.queue, job.queued, job.status = self, now(), Status.QUEUED
@@ -170,7 +154,10 @@ class TrackedQueue(RedisQueue):
         else:  # SAQ's: a heartbeat or progress keeps the status Redis holds
             stored = await self.job(job.key)
             job.status = stored.status if stored else job.status
-        await self._moves.mark(job)  # SAQ's SET and PUBLISH, one round trip
+        if status == Status.ACTIVE:  # SAQ's SET and PUBLISH, one round trip
+            await self._kept(self._moves.mark(job, start=True), job)
+        else:
+            await self._moves.mark(job)
         if status == Status.ACTIVE:  # a worker starts an attempt; other updates are heartbeats
             self._report(job)
             if self.metrics is not None and job.attempts == 1:
@@ -209,7 +196,7 @@ class TrackedQueue(RedisQueue):
     async def _finish(
         self, job: Job, status: Status, *, result: Any = None, error: str | None = None
     ) -> None:
-        await self._moves.finish(job)  # SAQ's transaction and its PUBLISH, one round trip
+        await self._kept(self._moves.finish(job), job)  # SAQ's MULTI and PUBLISH, one script
 
     async def retry(self, job: Job, error: str | None) -> None:
         with self.running.ending(job):
@@ -217,7 +204,21 @@ class TrackedQueue(RedisQueue):
         self._report(job)
 
     async def _retry(self, job: Job, error: str | None) -> None:
-        await self._moves.retry(job)  # SAQ's transaction and its PUBLISH, one round trip
+        await self._kept(self._moves.retry(job), job)  # SAQ's MULTI and PUBLISH, one script
+
+    async def _kept(self, move: Awaitable[None], job: Job) -> None:
+        """A job's start, finish or retry; Redis unreachable past the moves' bound: said once.
+
+        Raising would make SAQ's worker fail or retry an attempt whose outcome is known: the
+        row records it as usual, and the move stays queued until Redis takes it.
+        """
+        try:
+            await move
+        except RedisUnreachable as exc:  # a logger per call: rare, and tests see it
+            structlog.get_logger(__name__).error(
+                "job move not in redis yet: the row has it, redis gets it once it answers",
+                job_key=job.key, status=str(Status(job.status).value), error=str(exc),
+            )  # fmt: skip
 
     async def write_worker_info(self, worker_id: str, info: Any, ttl: int) -> None:
         # SAQ's worker record, with the jobs this process runs now (`running.py`).
@@ -240,54 +241,19 @@ class TrackedQueue(RedisQueue):
             await self.redis.delete(job.abort_id)
 
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
-        """SAQ's sweep, minus its race with dequeue (SAQ #277).
-
-        A job a worker took a moment ago sits on the active list still `queued` until the
-        worker marks it active; SAQ's sweep aborts such a job (and may run it twice). Here a
-        job that is not active is looked at again after a pause, and swept only if it still
-        is not; a stuck job (over its timeout or heartbeat) is swept as before.
-        """
-        if not self._cleanup_script:
-            self._cleanup_script = self.redis.register_script(_TAKE_ACTIVE_JOBS)
-        id_jobs = await self._cleanup_script(
-            keys=[self._sweep, self._active], args=[lock], client=self.redis
-        )
-        suspects = [(job_id, self.deserialize(job_bytes)) for job_id, job_bytes in id_jobs]
-        if any(job is not None and job.status != Status.ACTIVE for _, job in suspects):
-            await asyncio.sleep(_SWEEP_SECOND_LOOK)
-        swept = []
-        for job_id, seen in suspects:
-            job = await self._get_job_by_id(job_id) if seen is not None else None
-            if job is None:
-                swept.append(job_id)
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.lrem(self._active, 0, job_id)
-                    pipe.zrem(self._incomplete, job_id)
-                    await pipe.execute()
-                continue
-            if job.status == Status.ACTIVE and not job.stuck:
-                continue
-            if job.status in (Status.COMPLETE, Status.FAILED, Status.ABORTED):
-                await self.redis.lrem(self._active, 0, job_id)  # type: ignore[misc]  # finished meanwhile
-                continue
-            swept.append(job_id)
-            log.warning("sweeping job", job_id=job.key, status=str(job.status), stuck=job.stuck)
-            await self.abort(job, error=self.swept_error_message)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await job.refresh(abort)
-            if job.retryable:
-                await self.retry(job, error=self.swept_error_message)
-            else:
-                await self.finish(job, Status.ABORTED, error=self.swept_error_message)
-        return [job_id.decode("utf-8") for job_id in swept]
+        return await sweep(self, lock, abort)  # SAQ's, minus its race with dequeue (SAQ #277)
 
     async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:
-        # SAQ retries a failed dequeue at once, spinning a core while Redis is down (SAQ #286).
+        # SAQ retries a failed dequeue at once, spinning a core while Redis is down (SAQ #286)
+        # or refuses the take (out of memory, a read-only replica, a missing command).
         try:
+            await self._floor.check()  # unreachable at connect: checked before a take
             job = await self._take(timeout, poll_interval)
-        except _REDIS_DOWN as exc:
+        except (*_REDIS_DOWN, ResponseError, floor.FloorError) as exc:
             self._redis_backoff = min(max(self._redis_backoff * 2, 0.1), 5.0)
-            log.warning("redis unavailable", retry_in_s=self._redis_backoff, error=str(exc))
+            down = isinstance(exc, _REDIS_DOWN)
+            event = "redis unavailable" if down else "redis refused the take"
+            log.warning(event, retry_in_s=self._redis_backoff, error=str(exc))
             await asyncio.sleep(self._redis_backoff)
             return None
         self._redis_backoff = 0.0
@@ -296,8 +262,7 @@ class TrackedQueue(RedisQueue):
     async def _take(self, timeout: float, poll_interval: float) -> Job | None:
         """The next job in one round trip, shared with the worker's other takers; SAQ's
         blocking dequeue only when the queue is empty, so an idle worker wakes at once."""
-        if await self.version() >= (6, 2, 0):  # LMOVE
-            job = await self._moves.take()
-            if job is not EMPTY:
-                return job  # type: ignore[return-value]
+        job = await self._moves.take()  # LMOVE: Redis 6.2 or later, checked at connect
+        if job is not EMPTY:
+            return job  # type: ignore[return-value]
         return await super().dequeue(timeout=timeout, poll_interval=poll_interval)
