@@ -29,6 +29,8 @@ from tests.support.access import BOOTSTRAP_KEY, auth_settings, make_key
 from tests.support.browser import app_and_worker
 
 LIVE = 20_000  # ms an assertion waits for what the live stream brings
+# The app masks `message` for viewers too, so that a job triggered here has a masked argument.
+REDACT_KEYS = "message,password,token,secret,api_key"
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,8 @@ def monitor_app(servers: Servers) -> Iterator[MonitorApp]:
 
     viewer, operator = asyncio.run(keys())
     try:
-        with app_and_worker(app_env(settings, ADMIN_API_KEY=BOOTSTRAP_KEY)) as origin:
+        env = app_env(settings, ADMIN_API_KEY=BOOTSTRAP_KEY, REDACT_KEYS=REDACT_KEYS)
+        with app_and_worker(env) as origin:
             yield MonitorApp(origin, viewer, operator, settings.queue_name)
     finally:
         drop_database(servers, database)
@@ -237,6 +240,33 @@ async def test_overview_shows_queues_and_the_hour(
         await expect(page.locator("svg.chart rect.bar-complete").first).to_be_visible()
         await expect(page.locator("section.task").first).to_contain_text("p95 run")
         await tab.shot("monitor-overview")
+        tab.assert_monitor_pages_held_csp()
+        tab.assert_stayed_home()
+
+
+async def test_a_viewer_sees_a_masked_argument_on_saqs_job_page_and_the_monitors(
+    browser: Browser, monitor_app: MonitorApp
+) -> None:
+    """The pages as drawn: SAQ's script renders its job page from /saq/api, the monitor's
+    job page is rendered on the server; neither may show a viewer the masked value."""
+    hidden = "the-viewer-must-not-read-this"
+    async with monitor_tab(browser, monitor_app.origin) as tab:
+        page = tab.page
+        job_id = await trigger(tab, monitor_app.operator_key, message=hidden, sleep_seconds=60)
+        await tab.login(monitor_app.viewer_key)
+        await tab.open(f"/saq/queues/{monitor_app.queue_name}/jobs/{job_id}")
+        await expect(page.get_by_role("heading", name=job_id)).to_be_visible()
+        await expect(page.locator("figure tbody tr")).to_contain_text("'message': '***'")
+        assert hidden not in await page.content()
+
+        await tab.open(f"/monitor/jobs/{job_id}")
+        await expect(page.locator("pre.json").first).to_contain_text('"message": "***"')
+        assert hidden not in await page.content()
+        answer = await page.request.post(
+            f"{monitor_app.origin}/api/v1/jobs/{job_id}/cancel",
+            headers={"Authorization": f"Bearer {monitor_app.operator_key}"},
+        )
+        assert answer.status == 202  # frees the worker's slot
         tab.assert_monitor_pages_held_csp()
         tab.assert_stayed_home()
 
