@@ -24,6 +24,7 @@ from tests.support.access import BOOTSTRAP_KEY, auth_settings, bearer, make_key
 
 TOKEN = re.compile(r'name="csrf-token" content="([^"]+)"|name="_csrf_token" value="([^"]+)"')
 ORIGIN = "http://testserver.local"
+REDACT_KEYS = ("message", "password", "token", "secret", "api_key")  # `message` masked too
 
 
 @dataclass
@@ -44,7 +45,9 @@ class Monitor:
 
 @pytest.fixture(scope="module")
 async def monitor(database_url: str, servers: Servers) -> AsyncIterator[Monitor]:
-    settings = auth_settings(database_url, servers.redis_url, events_max_stream=0.2)
+    settings = auth_settings(
+        database_url, servers.redis_url, events_max_stream=0.2, redact_keys=REDACT_KEYS
+    )
     engine = create_async_engine(settings.database_url)
     viewer = (await make_key(engine, Role.VIEWER))[1]
     operator = (await make_key(engine, Role.OPERATOR))[1]
@@ -277,3 +280,35 @@ async def test_older_and_newer_pages_walk_the_list_by_keyset(monitor: Monitor) -
         assert not set(older_ids) & set(first_ids)
         newer = await client.get(pager_links(older.text)["prev"])
         assert ROW_ID.findall(newer.text) == first_ids
+
+
+@pytest.mark.parametrize("guess", ["right", "wrong"])
+async def test_a_viewer_may_not_search_a_masked_argument_on_the_monitor(
+    monitor: Monitor, guess: str
+) -> None:
+    """Else the search is an oracle: a right guess lists the job, a wrong one nothing."""
+    secret = f"oracle-{uuid4().hex}"
+    async with monitor.client() as client:
+        answer = await client.post(
+            "/api/v1/tasks/trigger-test",
+            json={"message": secret, "sleep_seconds": 60},
+            headers=bearer(monitor.operator),
+        )
+        assert answer.status_code == 202, answer.text
+        job_id = answer.json()["job_id"]
+        asked = secret if guess == "right" else "oracle-nothing"
+        query = f"q=args.message:{asked}"
+        await log_in(client, monitor.viewer)
+        for path in (f"/monitor?{query}", f"/monitor/rows?ids={job_id}&{query}"):
+            refused = await client.get(path)
+            assert refused.status_code == 403, (path, refused.text)
+            assert job_id not in refused.text
+            assert "masked" in refused.text
+        api = await client.get(f"/api/v1/jobs?{query}", headers=bearer(monitor.viewer))
+        assert api.status_code == 403  # the API's answer, which the monitor's matches
+
+    async with monitor.client() as client:  # an operator sees it unmasked, so may search it
+        await log_in(client, monitor.operator)
+        found = await client.get(f"/monitor?{query}")
+        assert found.status_code == 200
+        assert (f'id="job-{job_id}"' in found.text) is (guess == "right")
