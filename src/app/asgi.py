@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.audit import AuditLog
 from app.auth.cli import KeysCli
+from app.auth.cross_site import CrossSiteChecks
 from app.auth.guard import AccessControl, Authenticator
 from app.auth.http import AuditController, KeyController, access_dependencies
 from app.auth.saq_web import SaqWebRoles
@@ -217,7 +218,11 @@ def create_app(
         exception_handlers=exception_handlers(),
         logging_config=logging_config(settings.log_level, settings.log_json),
         openapi_config=openapi_config(title="Tracked background jobs", version="0.1.0"),
-        middleware=[RedirectToTrailingSlash(queues.web_path)] if queues.web_enabled else [],
+        middleware=[
+            # First: no route, and no other check, sees a request another site made.
+            CrossSiteChecks(open_mode=settings.open_mode, allowed_hosts=settings.allowed_hosts),
+            *([RedirectToTrailingSlash(queues.web_path)] if queues.web_enabled else []),
+        ],
         request_max_body_size=settings.max_request_body,
         on_shutdown=[parts.enqueuer.close, events.close],
     )

@@ -164,6 +164,9 @@ class Settings:
     # Signs the monitor's session cookies and CSRF tokens (docs/security.md); None: a random
     # secret per process (sessions end when it restarts, and are not shared between processes).
     session_secret: str | None = field(default=None, repr=False)
+    # Host names the API answers besides this machine's loopback names (docs/security.md):
+    # checked in open mode, and with the checks on once any is given; `*`: any name.
+    allowed_hosts: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -224,6 +227,7 @@ class Settings:
                 env, "EVENTS_STREAM_MAXLEN", defaults.events_stream_maxlen, minimum=100
             ),
             session_secret=_session_secret(env),
+            allowed_hosts=_env_keys(env, "ALLOWED_HOSTS", defaults.allowed_hosts),
         )
 
     @property
