@@ -222,6 +222,22 @@ async def test_open_mode_lets_everyone_in_and_records_them_as_anonymous(
     assert row.enqueued_by == OPEN_MODE_ACTOR
 
 
+async def test_no_key_is_made_in_open_mode_so_none_outlives_it(
+    database_url: str, servers: Servers, engine: AsyncEngine
+) -> None:
+    """Anyone may call the API in open mode: a key made then would still administer it once
+    ADMIN_API_KEY turns the checks on."""
+    open_settings = make_settings(database_url, servers.redis_url)
+    name = f"made anonymously {uuid4()}"
+    async with AsyncTestClient(app=create_app(open_settings)) as client:
+        refused = await client.post("/api/v1/keys", json={"role": "admin", "name": name})
+        assert refused.status_code == 403, refused.text
+        assert "open mode" in refused.json()["detail"]
+        assert (await client.get("/api/v1/keys")).status_code == 200  # listing is harmless
+    async with async_sessionmaker(engine)() as session:
+        assert await session.scalar(select(ApiKey).where(ApiKey.name == name)) is None
+
+
 async def test_a_revocation_elsewhere_is_seen_once_the_cached_answer_expires(
     settings: Settings, engine: AsyncEngine
 ) -> None:
