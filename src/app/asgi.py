@@ -27,7 +27,7 @@ from app.auth.cross_site import CrossSiteChecks
 from app.auth.guard import AccessControl, Authenticator
 from app.auth.http import AuditController, KeyController, access_dependencies
 from app.auth.saq_web import SaqWebRoles
-from app.auth.session import SessionCookies
+from app.auth.session import SessionCookies, SessionStore
 from app.config import Settings, sqlalchemy_config
 from app.db.connection import HeldConnection, autocommit_sessions
 from app.jobs.control.schedules import Schedules
@@ -36,8 +36,9 @@ from app.jobs.http.control.queues import QueueController
 from app.jobs.http.control.schedules import ScheduleController, schedules_dependencies
 from app.jobs.http.control.workers import WorkerController, workers_dependencies
 from app.jobs.http.jobs.controllers import JobController, TaskController
-from app.jobs.http.jobs.events import EventController, events_dependencies
+from app.jobs.http.jobs.events import EventController
 from app.jobs.http.jobs.listing import JobListController
+from app.jobs.http.jobs.streams import events_dependencies
 from app.jobs.http.shared.dependencies import jobs_dependencies
 from app.jobs.http.shared.exception_handlers import exception_handlers
 from app.jobs.http.shared.redaction import redaction_dependencies
@@ -156,6 +157,7 @@ def create_app(
         bootstrap_digest=settings.admin_key_digest,
         disabled_but_keyed=settings.auth_disabled and not settings.open_mode,
         cookies=cookies,
+        session_store=SessionStore(parts.queue.redis, f"bgj:{settings.queue_name}:session"),
     )
     audit = AuditLog(parts.sessions)
     # The schedules the workers run, as this process's queue config holds them.

@@ -4,7 +4,10 @@ roles, the CSP, and bad filters answered as pages, not 500s."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,6 +19,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.asgi import create_app
+from app.auth.keys import digest
 from app.auth.roles import Role
 from app.auth.session import SESSION_COOKIE, SessionCookies
 from app.monitor.security import CSRF_COOKIE, CSRF_HEADER
@@ -86,7 +90,9 @@ async def test_login_sets_a_signed_httponly_lax_cookie_and_logout_clears_it(
         flags = {part.strip().lower() for part in cookie.split(";")[1:]}
         assert {"httponly", "samesite=lax", "path=/"} <= flags
         assert monitor.viewer not in cookie  # the key itself is never in the cookie
+        assert digest(monitor.viewer) not in cookie  # nor its digest, which the table holds
         assert (await client.get("/monitor")).status_code == 200
+        copied = client.cookies[SESSION_COOKIE]
 
         page = await client.get("/monitor")
         out = await client.post(
@@ -101,6 +107,46 @@ async def test_login_sets_a_signed_httponly_lax_cookie_and_logout_clears_it(
         again = await client.get("/monitor", follow_redirects=False)
         assert again.status_code == 303
         assert again.headers["location"].startswith("/monitor/login?next=")
+        # A copy of the cookie taken before the logout: the session itself has ended.
+        client.cookies.set(SESSION_COOKIE, copied)
+        assert (await client.get("/api/v1/jobs")).status_code == 401
+
+
+def session_of(value: str) -> dict[str, str]:
+    return {"Cookie": f"{SESSION_COOKIE}={value}"}
+
+
+async def test_a_session_is_kept_by_the_server_not_by_what_a_dump_holds(
+    database_url: str, servers: Servers
+) -> None:
+    """Two API processes (two apps, one Redis, one SESSION_SECRET): a login made in one works
+    in the other, and a logout in one ends the session in the other. The cookie carries a
+    session id, so the table's key digests with SESSION_SECRET forge nothing."""
+    secret = "a session secret shared by both processes, 32+"  # noqa: S105 - a test value
+    settings = auth_settings(database_url, servers.redis_url, session_secret=secret)
+    engine = create_async_engine(settings.database_url)
+    _, key = await make_key(engine, Role.VIEWER)
+    await engine.dispose()
+    async with (
+        AsyncTestClient(app=create_app(settings), base_url=ORIGIN) as one,
+        AsyncTestClient(app=create_app(settings), base_url=ORIGIN) as other,
+    ):
+        await log_in(one, key)
+        first = one.cookies[SESSION_COOKIE]
+        assert (await other.get("/api/v1/jobs", headers=session_of(first))).is_success
+        one.cookies.clear()
+        await log_in(one, key)
+        second = one.cookies[SESSION_COOKIE]
+        page = await one.get("/monitor")
+        await one.post("/monitor/logout", data={"_csrf_token": token_of(page.text)})
+        refused = await other.get("/api/v1/jobs", headers=session_of(second))
+        assert refused.status_code == 401, "a logout in one process left the session in another"
+        # What a database dump and SESSION_SECRET made a cookie of before: the key's digest,
+        # an expiry and their HMAC.
+        payload = f"{digest(key)}.{int(time.time()) + 3600}"
+        signed = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+        forged = await other.get("/api/v1/jobs", headers=session_of(f"{payload}.{signed}"))
+        assert forged.status_code == 401
 
 
 async def test_a_wrong_key_or_a_forged_cookie_gets_no_session(monitor: Monitor) -> None:
@@ -108,7 +154,7 @@ async def test_a_wrong_key_or_a_forged_cookie_gets_no_session(monitor: Monitor) 
         answer = await log_in(client, "bgj_" + "x" * 43)
         assert answer.status_code == 401
         assert SESSION_COOKIE not in answer.headers.get("set-cookie", "")
-        forged = SessionCookies("another secret at least 32 chars long!!").issue("0" * 64)
+        forged = SessionCookies("another secret at least 32 chars long!!").issue()[1]
         client.cookies.set(SESSION_COOKIE, forged)
         assert (await client.get("/api/v1/jobs")).status_code == 401
         assert (await client.get("/monitor", follow_redirects=False)).status_code == 303
