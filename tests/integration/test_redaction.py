@@ -23,12 +23,27 @@ from app.worker.settings import REGISTRY
 from tests.support import Servers
 from tests.support.access import auth_settings, bearer, make_key
 
-ARGUMENTS = {"to": "ann", "PASSWORD": "p", "auth": {"api_key": "k", "scopes": [{"Token": "t"}]}}
+# Exact names and names that hold one (db_password, clientSecret, access_token), any case.
+ARGUMENTS = {
+    "to": "ann",
+    "PASSWORD": "p",
+    "db_password": "dbp",
+    "auth": {
+        "api_key": "k",
+        "clientSecret": "cs",
+        "scopes": [{"Token": "t", "access_token": "at"}],
+    },
+}
 RESULT = {"sent": True, "secret": "s"}
 MASKED_ARGUMENTS = {
     "to": "ann",
     "PASSWORD": MASK,
-    "auth": {"api_key": MASK, "scopes": [{"Token": MASK}]},
+    "db_password": MASK,
+    "auth": {
+        "api_key": MASK,
+        "clientSecret": MASK,
+        "scopes": [{"Token": MASK, "access_token": MASK}],
+    },
 }
 
 
