@@ -41,7 +41,7 @@ from app.jobs.http.jobs.listing import JobListController
 from app.jobs.http.jobs.streams import events_dependencies
 from app.jobs.http.shared.dependencies import jobs_dependencies
 from app.jobs.http.shared.exception_handlers import exception_handlers
-from app.jobs.http.shared.redaction import redaction_dependencies
+from app.jobs.http.shared.redaction import Redactor, redaction_dependencies
 from app.jobs.metrics import JobMetrics
 from app.jobs.outbox.enqueuer import Enqueuer
 from app.jobs.queue.pauses import SchedulePauses
@@ -218,7 +218,10 @@ def create_app(
             ),
         },
         exception_handlers=exception_handlers(),
-        logging_config=logging_config(settings.log_level, settings.log_json),
+        # SAQ's lines about a failed job show its arguments masked as a viewer sees them.
+        logging_config=logging_config(
+            settings.log_level, settings.log_json, Redactor(settings.redact_keys).value
+        ),
         openapi_config=openapi_config(title="Tracked background jobs", version="0.1.0"),
         middleware=[
             # First: no route, and no other check, sees a request another site made.

@@ -240,6 +240,9 @@ class Settings:
             "pool_size": self.db_pool_size,
             "max_overflow": self.db_pool_size,
             "pool_pre_ping": True,
+            # A failed statement's error names its SQL, never its values (a key's digest, a
+            # job's arguments) in a log line or an answer.
+            "hide_parameters": True,
             "connect_args": {"server_settings": dict(PLANNER_SETTINGS)},
         }
 

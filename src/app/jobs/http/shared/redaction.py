@@ -52,9 +52,7 @@ class Redactor:
         """`value` with every entry under a sensitive key replaced by the mask."""
         if isinstance(value, dict):
             return {
-                key: MASK
-                if isinstance(key, str) and self.sensitive(key)
-                else self.value(item)
+                key: MASK if isinstance(key, str) and self.sensitive(key) else self.value(item)
                 for key, item in value.items()
             }
         if isinstance(value, list):
