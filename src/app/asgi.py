@@ -60,7 +60,12 @@ from app.ops.http import Operations, ScrapeAccess
 from app.ops.probes import Probes
 from app.ops.retention import Retention
 from app.runtime import tune_garbage_collector
-from app.web_ui import RedirectToTrailingSlash, docs_assets_router, openapi_config
+from app.web_ui import (
+    RedirectToTrailingSlash,
+    describe_open_mode,
+    docs_assets_router,
+    openapi_config,
+)
 from app.worker.settings import REGISTRY, ApiQueueLifecycle, saq_config
 
 
@@ -231,5 +236,7 @@ def create_app(
         request_max_body_size=settings.max_request_body,
         on_shutdown=[parts.enqueuer.close, events.close],
     )
+    if settings.open_mode:
+        app.on_startup.append(describe_open_mode)
     app.on_startup.append(tune_garbage_collector)  # last: after every plugin's start-up
     return app

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from litestar import Router
+from litestar import Litestar, Router
 from litestar.enums import ScopeType
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
@@ -53,6 +53,24 @@ def openapi_config(title: str, version: str) -> OpenAPIConfig:
         # Only renderers whose assets ship with the app: the others fetch from CDNs.
         render_plugins=[swagger, JsonRenderPlugin(), YamlRenderPlugin()],
     )
+
+
+def describe_open_mode(app: Litestar) -> None:
+    """An `on_startup` hook in open mode: the schema declares no key, since none is asked for.
+
+    The controllers name the bearer scheme on every guarded operation; in open mode those
+    operations answer without `Authorization`, and a schema that says otherwise is wrong
+    (schemathesis' auth checks failed on each). The schema is built here, before the first
+    request renders it, and its operations and components lose the scheme.
+    """
+    openapi = app.openapi_schema
+    for item in (openapi.paths or {}).values():
+        for method in ("get", "put", "post", "delete", "options", "head", "patch", "trace"):
+            operation = getattr(item, method, None)
+            if operation is not None:
+                operation.security = None
+    if openapi.components is not None and not isinstance(openapi.components, list):
+        openapi.components.security_schemes = None
 
 
 def docs_assets_router() -> Router:
