@@ -15,13 +15,14 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from app.asgi import create_app
+from app.asgi import build_parts, create_app
 from app.auth.guard import Authenticator
 from app.auth.keys import digest
 from app.auth.roles import OPEN_MODE_ACTOR, Role
 from app.config import Settings
 from app.db.connection import autocommit_sessions
 from app.db.models import ApiKey, BackgroundJob, JobAction
+from app.worker.settings import REGISTRY
 from tests.support import APP, ROOT, VENV_BIN, Servers, make_settings
 from tests.support.access import BOOTSTRAP_KEY, auth_settings, bearer, make_key
 
@@ -164,7 +165,7 @@ async def test_each_cancel_leaves_an_audit_row_with_its_outcome(
 
     assert (
         await client.post(f"/api/v1/jobs/{job_id}/cancel", headers=bearer(outsider))
-    ).status_code == 403
+    ).status_code == 404  # as if there were no such job; audited as forbidden
     assert (
         await client.post(f"/api/v1/jobs/{job_id}/cancel", headers=bearer(operator))
     ).status_code == 202
@@ -180,6 +181,42 @@ async def test_each_cancel_leaves_an_audit_row_with_its_outcome(
     ]
     assert rows[2].job_ids == [UUID(job_id)]
     assert rows[2].detail  # why it was refused
+
+
+async def test_a_scoped_keys_bulk_call_never_touches_another_projects_job(
+    client: AsyncTestClient[Any], settings: Settings, engine: AsyncEngine
+) -> None:
+    """Another project's job counts as one that does not exist: not acted on, not told apart
+    from a missing one. Catches: the scope applied after the action (the foreign job was
+    cancelled while the answer still said nothing was done to it)."""
+    project = uuid4()
+    _, scoped = await make_key(engine, Role.OPERATOR, project)
+    queued = {"message": "m", "sleep_seconds": 60}
+    own = await client.post(TRIGGER, json={**queued, "project_id": str(project)}, headers=ADMIN)
+    foreign = await client.post(TRIGGER, json={**queued, "project_id": str(uuid4())}, headers=ADMIN)
+    own_id, foreign_id = own.json()["job_id"], foreign.json()["job_id"]
+    missing_id = str(uuid4())
+    answer = await client.post(
+        "/api/v1/jobs/bulk/cancel",
+        json={"job_ids": [own_id, foreign_id, missing_id]},
+        headers=bearer(scoped),
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["job_ids"], body["acted_on"], body["not_found"]) == ([own_id], 1, 2)
+    parts = build_parts(settings, REGISTRY)
+    try:
+        await parts.queue.connect()
+        states = {key: await parts.queue.job(key) for key in (own_id, foreign_id)}
+    finally:
+        await parts.close()
+    assert states[own_id] is not None
+    assert states[foreign_id] is not None
+    assert states[own_id].status == "aborted"
+    assert states[foreign_id].status == "queued"  # untouched
+    audited = await actions_on(engine, foreign_id)
+    assert [(a.action, a.outcome) for a in audited] == [("bulk_cancel", "ok")]
+    assert "1 of them another project's" in (audited[0].detail or "")
 
 
 async def test_a_route_that_declares_no_role_is_refused_even_to_an_admin(

@@ -100,3 +100,58 @@ def test_every_route_declares_a_role_or_is_one_of_the_public_ones() -> None:
                     guarded.add(route.path)
     assert {"/health", "/schema", "/schema/openapi.json", "/saq/static/{file_path:path}"} <= public
     assert {"/api/v1/jobs", "/api/v1/keys", "/api/v1/audit", "/saq", "/saq/api/queues"} <= guarded
+
+
+# docs/security.md's table, route by route: the role each method needs, and whether a key
+# scoped to a project is kept out (`every`: the route shows or acts on every project's jobs).
+V, OP, A = Role.VIEWER, Role.OPERATOR, Role.ADMIN
+DECLARED: dict[tuple[str, str], tuple[Role, bool]] = {
+    ("GET", "/api/v1/audit"): (A, False),
+    ("GET", "/api/v1/events"): (V, False),
+    ("GET", "/api/v1/jobs"): (V, False),
+    ("POST", "/api/v1/jobs/bulk/cancel"): (OP, False),
+    ("POST", "/api/v1/jobs/bulk/retry"): (OP, False),
+    ("GET", "/api/v1/jobs/stats"): (V, False),
+    ("GET", "/api/v1/jobs/{job_id:str}"): (V, False),
+    ("POST", "/api/v1/jobs/{job_id:str}/cancel"): (OP, False),
+    ("GET", "/api/v1/jobs/{job_id:str}/events"): (V, False),
+    ("POST", "/api/v1/jobs/{job_id:str}/retry"): (OP, False),
+    ("GET", "/api/v1/keys"): (A, False),
+    ("POST", "/api/v1/keys"): (A, False),
+    ("POST", "/api/v1/keys/{key_id:uuid}/revoke"): (A, False),
+    ("POST", "/api/v1/ops/prune"): (A, False),
+    ("GET", "/api/v1/queues"): (V, True),
+    ("POST", "/api/v1/tasks/trigger-test"): (OP, False),
+    ("GET", "/monitor"): (V, True),
+    ("GET", "/monitor/count"): (OP, True),
+    ("GET", "/monitor/jobs"): (V, True),
+    ("GET", "/monitor/jobs/{job_id:str}"): (V, True),
+    ("GET", "/monitor/overview"): (V, True),
+    ("GET", "/monitor/rows"): (V, True),
+    ("GET", "/saq"): (V, True),
+    ("GET", "/saq/api/queues"): (V, True),
+    ("GET", "/saq/api/queues/{queue_id:str}"): (V, True),
+    ("GET", "/saq/api/queues/{queue_id:str}/jobs/{job_id:str}"): (V, True),
+    ("POST", "/saq/api/queues/{queue_id:str}/jobs/{job_id:str}/abort"): (OP, True),
+    ("POST", "/saq/api/queues/{queue_id:str}/jobs/{job_id:str}/retry"): (OP, True),
+    ("GET", "/saq/health"): (V, True),
+    ("GET", "/saq/queues/{queue_id:str}"): (V, True),
+    ("GET", "/saq/queues/{queue_id:str}/jobs/{job_id:str}"): (V, True),
+}
+
+
+def test_every_guarded_route_declares_exactly_the_role_the_docs_give() -> None:
+    """Catches a route whose role was lowered (retry or a bulk action declared viewer) or
+    raised, a scoped key let into a route that shows every project, or a new guarded route
+    the docs do not list."""
+    app = create_app(Settings.from_env({}))
+    declared = {}
+    for route in app.routes:
+        for handler in route.route_handlers:
+            for method in sorted(getattr(handler, "http_methods", {"GET"}) - {"OPTIONS"}):
+                if not is_public(handler.opt):
+                    role_needed = required_role(handler.opt, method)
+                    assert role_needed is not None
+                    every = bool(handler.opt.get("every_project"))
+                    declared[(method, route.path)] = (role_needed, every)
+    assert declared == DECLARED

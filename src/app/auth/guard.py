@@ -19,6 +19,7 @@ from litestar.di import Provide
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.plugins import InitPluginProtocol
 
+from app.auth.audit import OutOfScope
 from app.auth.authenticator import KEY_CACHE_TTL, Authenticator
 from app.auth.roles import Principal, Role
 from app.auth.session import SESSION_COOKIE
@@ -39,6 +40,7 @@ __all__ = [
     "ByMethod",
     "credential_check",
     "forbid_other_project",
+    "hide_other_project",
     "is_public",
     "project_in_scope",
     "provide_principal",
@@ -162,6 +164,13 @@ class AccessControl(InitPluginProtocol):
         app_config.on_startup.append(self.authenticator.announce)
         app_config.on_shutdown.append(self.authenticator.close)
         return app_config
+
+
+def hide_other_project(principal: Principal, project_id: UUID | None, job_id: UUID) -> None:
+    """404, worded as for a job that does not exist, when a project-scoped key reaches for a
+    job of another project (or of none): a 403 told the key that the job exists."""
+    if not principal.sees_project(project_id):
+        raise OutOfScope(detail=f"no job with job_id {job_id}")
 
 
 def forbid_other_project(principal: Principal, project_id: UUID | None) -> None:

@@ -18,7 +18,7 @@ DATABASE_DOWN = "PostgreSQL cannot be reached; nothing was written"
 # What every guarded operation answers without a valid key, or with too little access.
 ACCESS_DENIED = {
     401: "No API key, or an unknown or revoked one: send `Authorization: Bearer <key>`.",
-    403: "The key's role may not do this, or the job belongs to another project.",
+    403: "The key's role may not do this, or the project asked for is not the key's.",
 }
 
 

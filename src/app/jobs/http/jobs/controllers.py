@@ -23,7 +23,7 @@ from litestar.params import Body, HeaderParameter, PathParameter
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT
 
 from app.auth.audit import AuditAction, AuditLog
-from app.auth.guard import BEARER, forbid_other_project, project_in_scope, role
+from app.auth.guard import BEARER, hide_other_project, project_in_scope, role
 from app.auth.roles import Principal, Role
 from app.db.models import BackgroundJob
 from app.http_common.body import StrictJSONBody
@@ -145,7 +145,7 @@ class JobController(Controller):
         responses=errors(
             {
                 400: "job_id is not a UUID.",
-                404: "There is no job with this job_id.",
+                404: "There is no job with this job_id (in the project of a scoped key).",
                 503: DATABASE_DOWN,
             }
         ),
@@ -160,7 +160,7 @@ class JobController(Controller):
         """What happened to one job: its status, timestamps, attempts, result and error
         (for a viewer, sensitive argument and result values masked)."""
         row = await _find_job(jobs_service, _parse_job_id(job_id))
-        forbid_other_project(principal, row.project_id)
+        hide_other_project(principal, row.project_id, row.job_id)
         return redactor.job(JobRead.from_row(row), principal)
 
     @post(
@@ -170,7 +170,7 @@ class JobController(Controller):
         responses=errors(
             {
                 400: "job_id is not a UUID.",
-                404: "There is no job with this job_id.",
+                404: "There is no job with this job_id (in the project of a scoped key).",
                 409: "The job has already ended (or is no longer on the queue).",
                 503: "PostgreSQL or Redis cannot be reached; nothing was changed.",
             }
@@ -191,6 +191,6 @@ class JobController(Controller):
             job_ids=[row.job_id],
             conflicts=(JobAlreadyFinishedError,),
         ):
-            forbid_other_project(principal, row.project_id)
+            hide_other_project(principal, row.project_id, row.job_id)
             await jobs_service.cancel(row, reason="cancelled by API request")
         return JobCancelRequested(message="cancellation requested", job_id=row.job_id)

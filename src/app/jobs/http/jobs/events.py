@@ -28,7 +28,7 @@ from litestar.response.sse import ServerSentEventMessage
 from app.auth.guard import (
     BEARER,
     credential_check,
-    forbid_other_project,
+    hide_other_project,
     project_in_scope,
     role,
 )
@@ -99,7 +99,7 @@ class EventController(Controller):
             **errors(
                 {
                     400: "job_id is not a UUID, or Last-Event-ID is not an event id.",
-                    404: "There is no job with this job_id.",
+                    404: "There is no job with this job_id (in the project of a scoped key).",
                     503: "PostgreSQL or Redis cannot be reached.",
                 }
             ),
@@ -118,7 +118,7 @@ class EventController(Controller):
         """One job's status and progress changes; ends once the job has ended."""
         wanted = _parse_job_id(job_id)
         last_event_id = _event_id(last_event_id)
-        forbid_other_project(principal, (await _find_job(jobs_service, wanted)).project_id)
+        hide_other_project(principal, (await _find_job(jobs_service, wanted)).project_id, wanted)
         hub = event_streams.hub
 
         def wants(event: JobEvent) -> bool:
