@@ -61,6 +61,9 @@ from app.ops.probes import Probes
 from app.ops.retention import Retention
 from app.runtime import tune_garbage_collector
 from app.web_ui import (
+    DOCS_PATH,
+    SECURITY_HEADERS,
+    BrowserPolicies,
     RedirectToTrailingSlash,
     describe_open_mode,
     docs_assets_router,
@@ -231,8 +234,10 @@ def create_app(
         middleware=[
             # First: no route, and no other check, sees a request another site made.
             CrossSiteChecks(open_mode=settings.open_mode, allowed_hosts=settings.allowed_hosts),
+            BrowserPolicies(queues.web_path, DOCS_PATH),
             *([RedirectToTrailingSlash(queues.web_path)] if queues.web_enabled else []),
         ],
+        response_headers=SECURITY_HEADERS,
         request_max_body_size=settings.max_request_body,
         on_shutdown=[parts.enqueuer.close, events.close],
     )

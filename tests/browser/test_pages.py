@@ -25,10 +25,24 @@ from tests.support import free_port
 from tests.support.browser import RunningApp, Visit
 
 
+def assert_held_to_its_own_origin(headers: dict[str, str]) -> None:
+    """The page's policy, which Chromium then enforces: the page must still work under it
+    (every test here fails on a console error, and a blocked script or style logs one)."""
+    policy = headers["content-security-policy"]
+    assert "default-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
+    assert "'unsafe-inline'" not in policy
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["referrer-policy"] == "same-origin"
+
+
 @pytest.mark.parametrize("address", ["/saq", "/saq/"])
 async def test_saq_ui_shows_the_queue(visit: Visit, running_app: RunningApp, address: str) -> None:
     page = visit.page
-    await page.goto(f"{running_app.origin}{address}")
+    answer = await page.goto(f"{running_app.origin}{address}")
+    assert answer is not None
+    assert_held_to_its_own_origin(await answer.all_headers())
 
     assert page.url == f"{running_app.origin}/saq/"
     queue_row = page.locator("tbody tr", has_text=running_app.settings.queue_name)
@@ -67,7 +81,9 @@ async def test_saq_ui_shows_a_triggered_job(visit: Visit, running_app: RunningAp
 @pytest.mark.parametrize("address", ["/schema", "/schema/swagger"])
 async def test_api_docs_render_offline(visit: Visit, running_app: RunningApp, address: str) -> None:
     page = visit.page
-    await page.goto(f"{running_app.origin}{address}")
+    answer = await page.goto(f"{running_app.origin}{address}")
+    assert answer is not None
+    assert_held_to_its_own_origin(await answer.all_headers())
 
     await expect(page.get_by_role("heading", name="Tracked background jobs")).to_be_visible()
     trigger = page.locator(".opblock-summary", has_text="trigger-test").first

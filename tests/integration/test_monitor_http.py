@@ -240,7 +240,10 @@ async def test_every_monitor_page_carries_the_csp(monitor: Monitor, path: str) -
         assert answer.status_code in (200, 400)
         policy = answer.headers["content-security-policy"]
         assert "default-src 'self'" in policy
+        assert "frame-ancestors 'none'" in policy
         assert "'unsafe-inline'" not in policy
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["referrer-policy"] == "same-origin"
         assert "<script>" not in answer.text
         assert " style=" not in answer.text
 
