@@ -28,7 +28,7 @@ from app.auth.guard import AccessControl, Authenticator
 from app.auth.http import AuditController, KeyController, access_dependencies
 from app.auth.saq_web import SaqWebRoles
 from app.auth.session import SessionCookies, SessionStore
-from app.config import Settings, sqlalchemy_config
+from app.config import Settings, SettingsError, sqlalchemy_config
 from app.db.connection import HeldConnection, autocommit_sessions
 from app.jobs.control.schedules import Schedules
 from app.jobs.http.control.actions import JobActionController, actions_dependencies
@@ -144,7 +144,11 @@ def create_app(
 ) -> Litestar:
     """The API, and (through the SAQ plugin's CLI) the worker, for `registry`'s tasks and the
     schedules `cron` (default: `CRON` in `worker/settings.py`)."""
-    settings = settings or Settings.from_env()
+    if settings is None:
+        try:
+            settings = Settings.from_env()
+        except SettingsError as exc:  # one line that says what to change, no traceback
+            raise SystemExit(f"configuration error: {exc}") from None
     parts = build_parts(settings, registry)
     queues = saq_config(
         settings,

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import sys
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,31 +67,48 @@ def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 # Shorter keys could be guessed (generated keys are longer).
 ADMIN_API_KEY_MIN_LENGTH = 32
+# What a secret must hold by the estimate below: repeats and few distinct characters fall
+# short, random secrets of that length never do (docs/security.md has the figures).
+SECRET_MIN_BITS = 80
+
+
+def estimated_bits(secret: str) -> float:
+    """A generous estimate of a secret's entropy: its length times the Shannon entropy of its
+    characters; 0 for a repetition of a shorter string. It catches `"a" * 32` or `"ab" * 16`,
+    not every weak choice: generate secrets."""
+    if secret in (secret + secret)[1:-1]:  # periodic: "abcabc..."
+        return 0.0
+    counts = Counter(secret)
+    return -sum(n * math.log2(n / len(secret)) for n in counts.values())
+
+
+def _strong_secret_digest(env: Mapping[str, str], name: str) -> str | None:
+    """SHA-256 of the secret named `name`, as `app.auth.keys.digest` spells it (the plaintext
+    is not kept); None if unset; SettingsError if it is short or easy to guess."""
+    secret = env.get(name) or ""
+    if not secret:
+        return None
+    if len(secret) < ADMIN_API_KEY_MIN_LENGTH:
+        raise SettingsError(
+            f"{name} must be at least {ADMIN_API_KEY_MIN_LENGTH} characters, got {len(secret)}"
+        )
+    bits = estimated_bits(secret)
+    if bits < SECRET_MIN_BITS:
+        raise SettingsError(
+            f"{name} is too easy to guess (about {bits:.0f} bits: repeated or few distinct "
+            "characters); use a random one, e.g. python -c "
+            '"import secrets; print(secrets.token_urlsafe(32))"'
+        )
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def _admin_key_digest(env: Mapping[str, str]) -> str | None:
-    """SHA-256 of ADMIN_API_KEY, as `app.auth.keys.digest` spells it: the plaintext is not kept."""
-    key = env.get("ADMIN_API_KEY") or ""
-    if not key:
-        return None
-    if len(key) < ADMIN_API_KEY_MIN_LENGTH:
-        raise SettingsError(
-            f"ADMIN_API_KEY must be at least {ADMIN_API_KEY_MIN_LENGTH} characters, got {len(key)}"
-        )
-    return hashlib.sha256(key.encode()).hexdigest()
+    return _strong_secret_digest(env, "ADMIN_API_KEY")
 
 
 def _metrics_token_digest(env: Mapping[str, str]) -> str | None:
-    """SHA-256 of METRICS_TOKEN, the scrape's bearer token: the plaintext is not kept."""
-    token = env.get("METRICS_TOKEN") or ""
-    if not token:
-        return None
-    if len(token) < ADMIN_API_KEY_MIN_LENGTH:
-        raise SettingsError(
-            f"METRICS_TOKEN must be at least {ADMIN_API_KEY_MIN_LENGTH} characters, "
-            f"got {len(token)}"
-        )
-    return hashlib.sha256(token.encode()).hexdigest()
+    """The scrape's bearer token."""
+    return _strong_secret_digest(env, "METRICS_TOKEN")
 
 
 def _session_secret(env: Mapping[str, str]) -> str | None:
