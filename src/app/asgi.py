@@ -28,6 +28,7 @@ from app.auth.guard import AccessControl, Authenticator
 from app.auth.http import AuditController, KeyController, access_dependencies
 from app.auth.saq_web import SaqWebRoles
 from app.auth.session import SessionCookies, SessionStore
+from app.auth.throttle import FailureThrottle
 from app.config import Settings, SettingsError, sqlalchemy_config
 from app.db.connection import HeldConnection, autocommit_sessions
 from app.jobs.control.schedules import Schedules
@@ -170,6 +171,11 @@ def create_app(
         disabled_but_keyed=settings.auth_disabled and not settings.open_mode,
         cookies=cookies,
         session_store=SessionStore(parts.queue.redis, f"bgj:{settings.queue_name}:session"),
+        throttle=(
+            FailureThrottle(settings.auth_failures_per_minute)
+            if settings.auth_failures_per_minute
+            else None
+        ),
     )
     audit = AuditLog(parts.sessions)
     # The schedules the workers run, as this process's queue config holds them.

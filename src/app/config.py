@@ -186,6 +186,9 @@ class Settings:
     # Host names the API answers besides this machine's loopback names (docs/security.md):
     # checked in open mode, and with the checks on once any is given; `*`: any name.
     allowed_hosts: tuple[str, ...] = ()
+    # Failed keys and logins per client address and minute before it is refused (429); 0: no
+    # limit (docs/security.md).
+    auth_failures_per_minute: int = 20
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -247,6 +250,9 @@ class Settings:
             ),
             session_secret=_session_secret(env),
             allowed_hosts=_env_keys(env, "ALLOWED_HOSTS", defaults.allowed_hosts),
+            auth_failures_per_minute=_env_number(
+                env, "AUTH_FAILURES_PER_MINUTE", defaults.auth_failures_per_minute
+            ),
         )
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 
 from app.asgi import build_parts, create_app
 from app.auth.guard import Authenticator
-from app.auth.keys import digest
+from app.auth.keys import digest, generate_key
 from app.auth.roles import OPEN_MODE_ACTOR, Role
 from app.config import Settings
 from app.db.connection import autocommit_sessions
@@ -413,3 +414,60 @@ async def test_concurrent_requests_with_a_new_key_share_one_lookup(engine: Async
     assert {principal.role for principal in found} == {Role.VIEWER}
     await authenticator.close()
     assert len(opened) == 2  # one lookup, and one last_used_at write
+
+
+async def test_an_address_that_fails_too_many_keys_is_refused_for_a_while(
+    database_url: str, servers: Servers, engine: AsyncEngine
+) -> None:
+    """Past AUTH_FAILURES_PER_MINUTE wrong keys or logins, the address gets 429 (with
+    Retry-After), its right key too; requests without a key are no guesses and do not count."""
+    _, key = await make_key(engine, Role.VIEWER)
+    limited = auth_settings(database_url, servers.redis_url, auth_failures_per_minute=3)
+    async with AsyncTestClient(app=create_app(limited)) as client:
+        for _ in range(5):
+            assert (await client.get("/api/v1/jobs")).status_code == 401  # no key: not counted
+        assert (await client.get("/api/v1/jobs", headers=bearer(key))).status_code == 200
+        form = await client.get("/monitor/login")
+        token = re.search(r'name="_csrf_token" value="([^"]+)"', form.text)
+        assert token is not None
+        login = {"key": "bgj_" + "x" * 43, "next": "/monitor", "_csrf_token": token.group(1)}
+        assert (await client.post("/monitor/login", data=login)).status_code == 401
+        for wrong in (generate_key(), generate_key()):
+            assert (await client.get("/api/v1/jobs", headers=bearer(wrong))).status_code == 401
+        refused = await client.get("/api/v1/jobs", headers=bearer(key))
+        assert refused.status_code == 429, refused.text
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert "too many failed" in refused.json()["detail"]
+        page = await client.post(
+            "/monitor/login", data={**login, "key": key}, follow_redirects=False
+        )
+        assert page.status_code == 429
+        assert "too many failed" in page.text
+        assert "bgj_session" not in page.headers.get("set-cookie", "")
+
+
+async def test_a_flood_of_made_up_keys_does_not_push_a_real_key_out_of_the_cache(
+    engine: AsyncEngine,
+) -> None:
+    """Unknown keys are remembered apart from known ones, each bounded: the flood fills only
+    its own cache, and the real key is still answered without a query."""
+    _, key = await make_key(engine, Role.VIEWER)
+    sessions = autocommit_sessions(lambda: engine)
+    looked_up: list[int] = []
+
+    def counting() -> Any:
+        looked_up.append(1)
+        return sessions()
+
+    authenticator = Authenticator(
+        counting, open_mode=False, bootstrap_digest=None, max_known=5, max_unknown=5
+    )
+    await authenticator.principal_for(f"Bearer {key}")
+    await authenticator.close()
+    before = len(looked_up)
+    for _ in range(20):
+        with pytest.raises(Exception, match="unknown or revoked"):
+            await authenticator.principal_for(f"Bearer {generate_key()}")
+    assert len(looked_up) == before + 20  # one query per made-up key
+    await authenticator.principal_for(f"Bearer {key}")
+    assert len(looked_up) == before + 20  # the real key: from the cache

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from uuid import UUID
 
 import structlog
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 
 from app.auth.keys import ApiKeyService, digest
 from app.auth.roles import BOOTSTRAP, OPEN_MODE, Principal, Role
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from app.auth.session import SessionCookies, SessionStore
+    from app.auth.throttle import FailureThrottle
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -88,8 +89,12 @@ class Authenticator:
         clock: Callable[[], float] = time.monotonic,
         cookies: SessionCookies | None = None,
         session_store: SessionStore | None = None,
+        throttle: FailureThrottle | None = None,
+        max_known: int = MAX_KNOWN,
+        max_unknown: int = MAX_UNKNOWN,
     ) -> None:
         self.open_mode = open_mode
+        self.throttle = throttle  # failed key checks per client address; None: not limited
         self.cookies = cookies  # the monitor's browser sessions; None: no sessions
         self.session_store = session_store
         self._disabled_but_keyed = disabled_but_keyed  # AUTH_DISABLED with ADMIN_API_KEY
@@ -97,9 +102,9 @@ class Authenticator:
         self._bootstrap = bootstrap_digest
         self._touch_interval = touch_interval
         self._clock = clock
-        self._known: _TimedCache[Principal] = _TimedCache(ttl, MAX_KNOWN, clock)
-        self._unknown: _TimedCache[None] = _TimedCache(ttl, MAX_UNKNOWN, clock)
-        self._live_sessions: _TimedCache[str | None] = _TimedCache(ttl, MAX_KNOWN, clock)
+        self._known: _TimedCache[Principal] = _TimedCache(ttl, max_known, clock)
+        self._unknown: _TimedCache[None] = _TimedCache(ttl, max_unknown, clock)
+        self._live_sessions: _TimedCache[str | None] = _TimedCache(ttl, max_known, clock)
         self._lookups: dict[str, asyncio.Future[Principal | None]] = {}
         self._touched: dict[UUID, float] = {}
         self._touches: set[asyncio.Task[None]] = set()
@@ -140,6 +145,19 @@ class Authenticator:
             return
         await self.session_store.end(session_id)
         self._live_sessions.put(session_id, None)
+
+    def refuse_if_throttled(self, address: str) -> None:
+        """429 while `address` has failed too many key checks or logins of late."""
+        wait = self.throttle.retry_after(address) if self.throttle is not None else None
+        if wait is not None:
+            raise TooManyRequestsException(
+                detail=f"too many failed keys or logins from this address: try again in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+
+    def record_failure(self, address: str) -> None:
+        if self.throttle is not None:
+            self.throttle.failed(address)
 
     async def principal_by_digest(self, key_hash: str) -> Principal:
         if self._bootstrap is not None and hmac.compare_digest(key_hash, self._bootstrap):

@@ -101,7 +101,18 @@ async def require_role(
     # OPTIONS only lists a route's methods (and CORS preflights never carry a key).
     if is_public(opt) or method == "OPTIONS":
         return
-    principal = await _who(connection)
+    authenticator: Authenticator = connection.app.state[_STATE_KEY]
+    address = connection.client.host if connection.client else ""
+    # Only a key or session shown counts: a request with neither cannot be a guess.
+    shown = bool(connection.headers.get("authorization") or connection.cookies.get(SESSION_COOKIE))
+    if shown:
+        authenticator.refuse_if_throttled(address)
+    try:
+        principal = await _who(connection)
+    except NotAuthorizedException:
+        if shown:
+            authenticator.record_failure(address)
+        raise
     connection.scope["user"] = principal
     required = required_role(opt, method)
     if required is None:

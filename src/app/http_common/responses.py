@@ -19,6 +19,8 @@ DATABASE_DOWN = "PostgreSQL cannot be reached; nothing was written"
 ACCESS_DENIED = {
     401: "No API key, or an unknown or revoked one: send `Authorization: Bearer <key>`.",
     403: "The key's role may not do this, or the project asked for is not the key's.",
+    429: "Too many failed keys from this address in the last minute: try again after "
+    "`Retry-After` seconds.",
 }
 
 

@@ -13,7 +13,7 @@ from litestar import Controller, Request, get, post
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 from litestar.params import Body, QueryParameter
 from litestar.response import Redirect, Response, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
@@ -95,9 +95,16 @@ class MonitorLoginController(Controller):
         """Check the key once; on success, the session cookie and the page asked for."""
         next_path = safe_next(data.get("next"))
         key = (data.get("key") or "").strip()[:_KEY_MAX]
+        authenticator = monitor_login.authenticator
+        address = request.client.host if request.client else ""
         try:
-            await monitor_login.authenticator.principal_for(f"Bearer {key}")
+            authenticator.refuse_if_throttled(address)
+        except TooManyRequestsException as exc:
+            return login_page(request, next_path=next_path, problem=exc.detail, status_code=429)
+        try:
+            await authenticator.principal_for(f"Bearer {key}")
         except NotAuthorizedException:
+            authenticator.record_failure(address)
             return login_page(
                 request,
                 next_path=next_path,
