@@ -471,3 +471,26 @@ async def test_a_flood_of_made_up_keys_does_not_push_a_real_key_out_of_the_cache
     assert len(looked_up) == before + 20  # one query per made-up key
     await authenticator.principal_for(f"Bearer {key}")
     assert len(looked_up) == before + 20  # the real key: from the cache
+
+
+async def test_each_project_has_its_own_idempotency_keys(
+    client: AsyncTestClient[Any], engine: AsyncEngine
+) -> None:
+    """Another tenant's use of a key neither blocks this one's (a 409 before) nor returns
+    its job; within a project, keys work as before."""
+    _, tenant_a = await make_key(engine, Role.OPERATOR, uuid4())
+    _, tenant_b = await make_key(engine, Role.OPERATOR, uuid4())
+    key = {"Idempotency-Key": f"order-{uuid4()}"}
+
+    async def trigger(tenant: str, message: str) -> Any:
+        return await client.post(
+            TRIGGER, json={"message": message}, headers={**bearer(tenant), **key}
+        )
+
+    first_a = await trigger(tenant_a, "a's order")
+    first_b = await trigger(tenant_b, "b's order")
+    assert (first_a.status_code, first_b.status_code) == (202, 202), first_b.text
+    assert first_a.json()["job_id"] != first_b.json()["job_id"]
+    again_a = await trigger(tenant_a, "a's order")
+    assert again_a.json()["job_id"] == first_a.json()["job_id"]
+    assert (await trigger(tenant_a, "another body")).status_code == 409

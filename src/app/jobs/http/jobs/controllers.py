@@ -7,6 +7,7 @@ server checks.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Annotated
 from uuid import UUID
@@ -92,18 +93,29 @@ class TaskController(Controller):
 
         A project-scoped key triggers for its own project (filled in when `project_id` is null).
         """
+        project_id = project_in_scope(principal, data.project_id)
         try:
             job = await enqueuer.enqueue(
                 tasks.trigger_test,
                 {"message": data.message, "sleep_seconds": data.sleep_seconds, "fail": data.fail},
                 user_id=data.user_id,
-                project_id=project_in_scope(principal, data.project_id),
-                idempotency_key=idempotency_key,
+                project_id=project_id,
+                idempotency_key=project_idempotency_key(project_id, idempotency_key),
                 enqueued_by=principal.actor,
             )
         except IdempotencyConflictError as exc:
             raise conflict(exc) from None
         return JobAccepted(message=TRIGGER_ACCEPTED_MESSAGE, job_id=job.job_id)
+
+
+def project_idempotency_key(project_id: UUID | None, key: str | None) -> str | None:
+    """The key as stored: each project has its own keys, so one tenant can neither block nor
+    learn of another's (a repeat of another project's key was a 409). A job of no project
+    keeps the key as sent; a project's is its id and the key's SHA-256 (within the column's
+    255 characters, whatever the key's length)."""
+    if key is None or project_id is None:
+        return key
+    return f"project {project_id}: {hashlib.sha256(key.encode()).hexdigest()}"
 
 
 # The schema's `format: uuid` exactly: `UUID()` alone also takes braces, URNs, no dashes.
