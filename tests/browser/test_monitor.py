@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterator
+from typing import Any
+from uuid import uuid4
 
 import pytest
 from playwright.async_api import Browser, expect
@@ -121,7 +123,7 @@ async def test_operator_watches_jobs_live_and_retries_a_failure(
         tab.assert_stayed_home()
 
 
-async def test_operator_acts_on_a_selection_and_on_all_matching(
+async def test_operator_acts_on_a_selection(
     browser: Browser, monitor_app: MonitorApp
 ) -> None:
     async with monitor_tab(browser, monitor_app.origin) as tab:
@@ -147,18 +149,85 @@ async def test_operator_acts_on_a_selection_and_on_all_matching(
             job = await answer.json()
             return job["status"] == "failed" and job["attempts"] == 2
 
-        # Counted once the retried job has ended: meanwhile the set of failed jobs moves.
         await eventually(retried_job_failed_again, what="the retried job to fail again")
-        await tab.open("/monitor?status=failed")
-        counted = await page.request.get(
-            f"{monitor_app.origin}/monitor/count?action=retry&status=failed"
-        )
+        tab.assert_monitor_pages_held_csp()
+        tab.assert_stayed_home()
+
+
+async def job_of(tab: MonitorTab, key: str, job_id: str) -> dict[str, Any]:
+    answer = await tab.page.request.get(
+        f"{tab.origin}/api/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}
+    )
+    return dict(await answer.json())
+
+
+async def test_operator_retries_all_failed_jobs_of_a_filter_and_only_those(
+    browser: Browser, monitor_app: MonitorApp
+) -> None:
+    """ "Retry all…" acts on what the page's filters match (the server turns them into the
+    bulk filter): here two failed jobs of one user, not a third of another user."""
+    key = monitor_app.operator_key
+    user, other = str(uuid4()), str(uuid4())
+    async with monitor_tab(browser, monitor_app.origin) as tab:
+        page = tab.page
+        mine = [await trigger(tab, key, fail=True, user_id=user) for _ in range(2)]
+        theirs = await trigger(tab, key, fail=True, user_id=other)
+
+        async def all_failed() -> bool:
+            jobs = [await job_of(tab, key, job_id) for job_id in [*mine, theirs]]
+            return all(job["status"] == "failed" for job in jobs)
+
+        await eventually(all_failed, what="the three jobs failed")
+        await tab.login(key)
+        await tab.open(f"/monitor?status=failed&user_id={user}")
         await page.get_by_role("button", name="Retry all…").click()
-        expected = (await counted.json())["count"]
-        assert expected >= 1
-        await expect(page.locator("#confirm-text")).to_contain_text(f"retry {expected} job(s)")
-        await page.get_by_role("button", name="Keep them").click()
-        await expect(page.locator("#confirm")).to_be_hidden()
+        await expect(page.locator("#confirm-text")).to_have_text(
+            "retry 2 job(s) matching this filter?"
+        )
+        await page.get_by_role("button", name="Yes, do it").click()
+        await expect(page.locator("#bulk-result")).to_have_text("retry: 2 done, 0 skipped")
+
+        async def mine_ran_again() -> bool:
+            jobs = [await job_of(tab, key, job_id) for job_id in mine]
+            return all(job["attempts"] == 2 and job["status"] == "failed" for job in jobs)
+
+        await eventually(mine_ran_again, what="the filter's jobs retried and failed again")
+        untouched = await job_of(tab, key, theirs)
+        assert (untouched["status"], untouched["attempts"]) == ("failed", 1), untouched
+        tab.assert_monitor_pages_held_csp()
+        tab.assert_stayed_home()
+
+
+async def test_operator_cancels_all_unfinished_jobs_of_a_filter_and_only_those(
+    browser: Browser, monitor_app: MonitorApp
+) -> None:
+    key = monitor_app.operator_key
+    user, other = str(uuid4()), str(uuid4())
+    async with monitor_tab(browser, monitor_app.origin) as tab:
+        page = tab.page
+        mine = [await trigger(tab, key, sleep_seconds=60, user_id=user) for _ in range(2)]
+        theirs = await trigger(tab, key, sleep_seconds=60, user_id=other)
+        await tab.login(key)
+        await tab.open(f"/monitor?user_id={user}")
+        await page.get_by_role("button", name="Cancel all…").click()
+        await expect(page.locator("#confirm-text")).to_have_text(
+            "cancel 2 job(s) matching this filter?"
+        )
+        await page.get_by_role("button", name="Yes, do it").click()
+        await expect(page.locator("#bulk-result")).to_have_text("cancel: 2 done, 0 skipped")
+
+        async def mine_aborted() -> bool:
+            jobs = [await job_of(tab, key, job_id) for job_id in mine]
+            return all(job["status"] == "aborted" for job in jobs)
+
+        await eventually(mine_aborted, what="the filter's jobs aborted")
+        untouched = await job_of(tab, key, theirs)
+        assert untouched["status"] in ("queued", "running"), untouched
+        freed = await page.request.post(
+            f"{monitor_app.origin}/api/v1/jobs/{theirs}/cancel",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert freed.status == 202  # frees the worker's slot
         tab.assert_monitor_pages_held_csp()
         tab.assert_stayed_home()
 
