@@ -123,9 +123,7 @@ async def test_operator_watches_jobs_live_and_retries_a_failure(
         tab.assert_stayed_home()
 
 
-async def test_operator_acts_on_a_selection(
-    browser: Browser, monitor_app: MonitorApp
-) -> None:
+async def test_operator_acts_on_a_selection(browser: Browser, monitor_app: MonitorApp) -> None:
     async with monitor_tab(browser, monitor_app.origin) as tab:
         page = tab.page
         await tab.login(monitor_app.operator_key)

@@ -188,3 +188,29 @@ async def test_a_connection_dropped_mid_query_is_a_503_not_a_500(
     for secret in (key, digest(key)):
         assert secret not in process.output
     assert not SQL_VALUES.search(process.output)
+
+
+async def test_an_audit_row_that_cannot_be_written_is_logged_whole_and_the_action_stands(
+    own_database: str, servers: Servers
+) -> None:
+    """The row is written once the action has happened: a failure to write it must neither
+    undo nor hide the action. Here the table refuses every `cancel` row."""
+    psql(
+        own_database,
+        "ALTER TABLE job_actions ADD CONSTRAINT refuse_cancels CHECK (action <> 'cancel')",
+    )
+    settings = auth_settings(own_database, servers.redis_url)
+    with api(app_env(settings, ADMIN_API_KEY=BOOTSTRAP_KEY)) as (process, port):
+        trigger = {"message": "m", "sleep_seconds": 60}
+        status, body = call(port, "POST", "/api/v1/tasks/trigger-test", BOOTSTRAP_KEY, trigger)
+        assert status == 202, body
+        job_id = body["job_id"]
+        cancelled = call(port, "POST", f"/api/v1/jobs/{job_id}/cancel", BOOTSTRAP_KEY)
+        assert cancelled[0] == 202, cancelled  # the action stands
+        line = process.wait_for_line(lambda line: '"audit row not written"' in line)
+    record = json.loads(line)
+    assert record["level"] == "error"
+    assert (record["actor"], record["role"], record["action"]) == ("bootstrap", "admin", "cancel")
+    assert (record["job_ids"], record["outcome"], record["count"]) == ([job_id], "ok", 1)
+    assert "refuse_cancels" in record["error"]
+    assert not SQL_VALUES.search(process.output)

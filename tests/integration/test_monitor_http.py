@@ -361,3 +361,21 @@ async def test_a_viewer_may_not_search_a_masked_argument_on_the_monitor(
         found = await client.get(f"/monitor?{query}")
         assert found.status_code == 200
         assert (f'id="job-{job_id}"' in found.text) is (guess == "right")
+
+
+async def test_revoking_a_key_ends_its_sessions(monitor: Monitor, database_url: str) -> None:
+    """In the API process that revoked it at once (other processes: within the key cache
+    time, tests/integration/test_auth.py and test_auth_streams.py)."""
+    engine = create_async_engine(database_url.replace("postgresql://", "postgresql+asyncpg://", 1))
+    key_id, key = await make_key(engine, Role.VIEWER)
+    await engine.dispose()
+    async with monitor.client() as client:
+        await log_in(client, key)
+        assert (await client.get("/monitor")).status_code == 200
+        assert (await client.get("/api/v1/jobs")).status_code == 200
+        revoked = await client.post(f"/api/v1/keys/{key_id}/revoke", headers=bearer(BOOTSTRAP_KEY))
+        assert revoked.status_code == 200
+        assert (await client.get("/api/v1/jobs")).status_code == 401
+        page = await client.get("/monitor", follow_redirects=False)
+        assert page.status_code == 303
+        assert page.headers["location"].startswith("/monitor/login")
