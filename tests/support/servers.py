@@ -150,5 +150,6 @@ def app_env(settings: Settings, **extra: str) -> dict[str, str]:
         "LOG_JSON": "true",
         "LITESTAR_APP": APP,
         "AUTH_DISABLED": "true" if settings.auth_disabled else "false",
+        "ALLOWED_HOSTS": ",".join(settings.allowed_hosts),
         **extra,
     }

@@ -23,7 +23,7 @@ from app.auth.keys import ApiKeyService, KeyScopeError, UnknownKeyError
 from app.auth.roles import Principal, Role
 from app.db.models import ApiKey, JobAction
 from app.http_common.body import StrictJSONBody
-from app.http_common.responses import errors
+from app.http_common.responses import NOT_JSON, errors
 
 
 class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -110,6 +110,7 @@ class KeyController(Controller):
                 "or an admin key was given a project.",
                 403: "The key's role may not do this, or the API runs in open mode, where "
                 "keys are not made.",
+                415: NOT_JSON,
             }
         ),
     )

@@ -14,6 +14,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIType
 
 DATABASE_DOWN = "PostgreSQL cannot be reached; nothing was written"
+# Every operation that takes a body answers this to one that is not JSON (docs/security.md).
+NOT_JSON = "The body is not sent as JSON (`Content-Type: application/json`). Nothing was done."
 
 # What every guarded operation answers without a valid key, or with too little access.
 ACCESS_DENIED = {

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.audit import AuditAction, AuditLog
 from app.auth.guard import BEARER, hide_other_project, project_in_scope, role
 from app.auth.roles import Principal, Role
-from app.http_common.responses import errors
+from app.http_common.responses import NOT_JSON, errors
 from app.jobs.control.actions import BULK_LIMIT, FoundJob, JobActions, retryable
 from app.jobs.http.control.action_schemas import (
     BULK_BY_FILTER_EXAMPLE,
@@ -43,6 +43,7 @@ _BULK_ERRORS = errors(
         '`{"filter": {...}}` (the list\'s filters), or a value is invalid. Nothing was done.',
         403: "The key's role may not do this, or the filter's project is another project's: "
         "nothing was done. (A job of another project counts as not found.)",
+        415: NOT_JSON,
         503: "PostgreSQL or Redis cannot be reached.",
     }
 )

@@ -28,7 +28,7 @@ from app.auth.guard import BEARER, hide_other_project, project_in_scope, role
 from app.auth.roles import Principal, Role
 from app.db.models import BackgroundJob
 from app.http_common.body import StrictJSONBody
-from app.http_common.responses import DATABASE_DOWN, errors, string_only
+from app.http_common.responses import DATABASE_DOWN, NOT_JSON, errors, string_only
 from app.jobs.http.shared.redaction import Redactor
 from app.jobs.http.shared.schemas import (
     IDEMPOTENCY_KEY_MAX,
@@ -67,6 +67,7 @@ class TaskController(Controller):
                 "range or unknown; or the Idempotency-Key is invalid. Nothing was written.",
                 409: "This Idempotency-Key was already used with a different body.",
                 413: "The body is larger than MAX_REQUEST_BODY bytes (64 KiB by default).",
+                415: NOT_JSON,
                 503: DATABASE_DOWN,
             }
         ),
