@@ -17,7 +17,7 @@ from uuid import UUID
 import httpx
 import pytest
 from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.roles import Role
 from app.config import Settings
@@ -97,16 +97,18 @@ def settings(database_url: str, servers: Servers) -> Settings:
 
 
 @pytest.fixture
-async def running(settings: Settings, start_worker: StartWorker) -> AsyncIterator[Api]:
-    """The API as a process, and a worker (whose jobs' changes are the streams' events)."""
+async def running(
+    settings: Settings, engine: AsyncEngine, start_worker: StartWorker
+) -> AsyncIterator[Api]:
+    """The API as a process, and a worker (whose jobs' changes are the streams' events), on
+    an emptied table: the worker's reconciler would enqueue other tests' unfinished rows
+    into this test's queue, and their long jobs would take every slot."""
     await start_worker()
     env = app_env(settings, ADMIN_API_KEY=BOOTSTRAP_KEY, EVENTS_MAX_STREAM_SECONDS="3600")
-    engine = create_async_engine(settings.database_url)
     with api(env) as (_, port):
         timeout = httpx.Timeout(10.0, read=None)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=timeout) as c:
             yield Api(c, engine)
-    await engine.dispose()
 
 
 async def test_revoking_a_key_ends_its_open_stream(running: Api) -> None:
