@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redis.asyncio import from_url as redis_from_url
 
 # The bootstrap admin key of the benchmark's API (a throwaway server of its own).
-BENCH_API_KEY = "bench-" + "k" * 40
+BENCH_API_KEY = "bench-Qm2xV9pL4rT8wZ1nK6sD3fH0jB5cY7aE"  # the app refuses a guessable one
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))

@@ -23,11 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.audit import AuditLog
 from app.auth.cli import KeysCli
+from app.auth.cross_site import CrossSiteChecks
 from app.auth.guard import AccessControl, Authenticator
 from app.auth.http import AuditController, KeyController, access_dependencies
 from app.auth.saq_web import SaqWebRoles
-from app.auth.session import SessionCookies
-from app.config import Settings, sqlalchemy_config
+from app.auth.session import SessionCookies, SessionStore
+from app.auth.throttle import FailureThrottle
+from app.config import Settings, SettingsError, sqlalchemy_config
 from app.db.connection import HeldConnection, autocommit_sessions
 from app.jobs.control.schedules import Schedules
 from app.jobs.http.control.actions import JobActionController, actions_dependencies
@@ -35,11 +37,12 @@ from app.jobs.http.control.queues import QueueController
 from app.jobs.http.control.schedules import ScheduleController, schedules_dependencies
 from app.jobs.http.control.workers import WorkerController, workers_dependencies
 from app.jobs.http.jobs.controllers import JobController, TaskController
-from app.jobs.http.jobs.events import EventController, events_dependencies
+from app.jobs.http.jobs.events import EventController
 from app.jobs.http.jobs.listing import JobListController
+from app.jobs.http.jobs.streams import events_dependencies
 from app.jobs.http.shared.dependencies import jobs_dependencies
 from app.jobs.http.shared.exception_handlers import exception_handlers
-from app.jobs.http.shared.redaction import redaction_dependencies
+from app.jobs.http.shared.redaction import Redactor, redaction_dependencies
 from app.jobs.metrics import JobMetrics
 from app.jobs.outbox.enqueuer import Enqueuer
 from app.jobs.queue.pauses import SchedulePauses
@@ -58,7 +61,15 @@ from app.ops.http import Operations, ScrapeAccess
 from app.ops.probes import Probes
 from app.ops.retention import Retention
 from app.runtime import tune_garbage_collector
-from app.web_ui import RedirectToTrailingSlash, docs_assets_router, openapi_config
+from app.web_ui import (
+    DOCS_PATH,
+    SECURITY_HEADERS,
+    BrowserPolicies,
+    RedirectToTrailingSlash,
+    describe_open_mode,
+    docs_assets_router,
+    openapi_config,
+)
 from app.worker.settings import REGISTRY, ApiQueueLifecycle, saq_config
 
 
@@ -134,7 +145,11 @@ def create_app(
 ) -> Litestar:
     """The API, and (through the SAQ plugin's CLI) the worker, for `registry`'s tasks and the
     schedules `cron` (default: `CRON` in `worker/settings.py`)."""
-    settings = settings or Settings.from_env()
+    if settings is None:
+        try:
+            settings = Settings.from_env()
+        except SettingsError as exc:  # one line that says what to change, no traceback
+            raise SystemExit(f"configuration error: {exc}") from None
     parts = build_parts(settings, registry)
     queues = saq_config(
         settings,
@@ -155,6 +170,12 @@ def create_app(
         bootstrap_digest=settings.admin_key_digest,
         disabled_but_keyed=settings.auth_disabled and not settings.open_mode,
         cookies=cookies,
+        session_store=SessionStore(parts.queue.redis, f"bgj:{settings.queue_name}:session"),
+        throttle=(
+            FailureThrottle(settings.auth_failures_per_minute)
+            if settings.auth_failures_per_minute
+            else None
+        ),
     )
     audit = AuditLog(parts.sessions)
     # The schedules the workers run, as this process's queue config holds them.
@@ -215,11 +236,22 @@ def create_app(
             ),
         },
         exception_handlers=exception_handlers(),
-        logging_config=logging_config(settings.log_level, settings.log_json),
+        # SAQ's lines about a failed job show its arguments masked as a viewer sees them.
+        logging_config=logging_config(
+            settings.log_level, settings.log_json, Redactor(settings.redact_keys).value
+        ),
         openapi_config=openapi_config(title="Tracked background jobs", version="0.1.0"),
-        middleware=[RedirectToTrailingSlash(queues.web_path)] if queues.web_enabled else [],
+        middleware=[
+            # First: no route, and no other check, sees a request another site made.
+            CrossSiteChecks(open_mode=settings.open_mode, allowed_hosts=settings.allowed_hosts),
+            BrowserPolicies(queues.web_path, DOCS_PATH),
+            *([RedirectToTrailingSlash(queues.web_path)] if queues.web_enabled else []),
+        ],
+        response_headers=SECURITY_HEADERS,
         request_max_body_size=settings.max_request_body,
         on_shutdown=[parts.enqueuer.close, events.close],
     )
+    if settings.open_mode:
+        app.on_startup.append(describe_open_mode)
     app.on_startup.append(tune_garbage_collector)  # last: after every plugin's start-up
     return app

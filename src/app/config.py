@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import sys
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,31 +67,48 @@ def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 # Shorter keys could be guessed (generated keys are longer).
 ADMIN_API_KEY_MIN_LENGTH = 32
+# What a secret must hold by the estimate below: repeats and few distinct characters fall
+# short, random secrets of that length never do (docs/security.md has the figures).
+SECRET_MIN_BITS = 80
+
+
+def estimated_bits(secret: str) -> float:
+    """A generous estimate of a secret's entropy: its length times the Shannon entropy of its
+    characters; 0 for a repetition of a shorter string. It catches `"a" * 32` or `"ab" * 16`,
+    not every weak choice: generate secrets."""
+    if secret in (secret + secret)[1:-1]:  # periodic: "abcabc..."
+        return 0.0
+    counts = Counter(secret)
+    return -sum(n * math.log2(n / len(secret)) for n in counts.values())
+
+
+def _strong_secret_digest(env: Mapping[str, str], name: str) -> str | None:
+    """SHA-256 of the secret named `name`, as `app.auth.keys.digest` spells it (the plaintext
+    is not kept); None if unset; SettingsError if it is short or easy to guess."""
+    secret = env.get(name) or ""
+    if not secret:
+        return None
+    if len(secret) < ADMIN_API_KEY_MIN_LENGTH:
+        raise SettingsError(
+            f"{name} must be at least {ADMIN_API_KEY_MIN_LENGTH} characters, got {len(secret)}"
+        )
+    bits = estimated_bits(secret)
+    if bits < SECRET_MIN_BITS:
+        raise SettingsError(
+            f"{name} is too easy to guess (about {bits:.0f} bits: repeated or few distinct "
+            "characters); use a random one, e.g. python -c "
+            '"import secrets; print(secrets.token_urlsafe(32))"'
+        )
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def _admin_key_digest(env: Mapping[str, str]) -> str | None:
-    """SHA-256 of ADMIN_API_KEY, as `app.auth.keys.digest` spells it: the plaintext is not kept."""
-    key = env.get("ADMIN_API_KEY") or ""
-    if not key:
-        return None
-    if len(key) < ADMIN_API_KEY_MIN_LENGTH:
-        raise SettingsError(
-            f"ADMIN_API_KEY must be at least {ADMIN_API_KEY_MIN_LENGTH} characters, got {len(key)}"
-        )
-    return hashlib.sha256(key.encode()).hexdigest()
+    return _strong_secret_digest(env, "ADMIN_API_KEY")
 
 
 def _metrics_token_digest(env: Mapping[str, str]) -> str | None:
-    """SHA-256 of METRICS_TOKEN, the scrape's bearer token: the plaintext is not kept."""
-    token = env.get("METRICS_TOKEN") or ""
-    if not token:
-        return None
-    if len(token) < ADMIN_API_KEY_MIN_LENGTH:
-        raise SettingsError(
-            f"METRICS_TOKEN must be at least {ADMIN_API_KEY_MIN_LENGTH} characters, "
-            f"got {len(token)}"
-        )
-    return hashlib.sha256(token.encode()).hexdigest()
+    """The scrape's bearer token."""
+    return _strong_secret_digest(env, "METRICS_TOKEN")
 
 
 def _session_secret(env: Mapping[str, str]) -> str | None:
@@ -164,6 +183,12 @@ class Settings:
     # Signs the monitor's session cookies and CSRF tokens (docs/security.md); None: a random
     # secret per process (sessions end when it restarts, and are not shared between processes).
     session_secret: str | None = field(default=None, repr=False)
+    # Host names the API answers besides this machine's loopback names (docs/security.md):
+    # checked in open mode, and with the checks on once any is given; `*`: any name.
+    allowed_hosts: tuple[str, ...] = ()
+    # Failed keys and logins per client address and minute before it is refused (429); 0: no
+    # limit (docs/security.md).
+    auth_failures_per_minute: int = 20
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -224,6 +249,10 @@ class Settings:
                 env, "EVENTS_STREAM_MAXLEN", defaults.events_stream_maxlen, minimum=100
             ),
             session_secret=_session_secret(env),
+            allowed_hosts=_env_keys(env, "ALLOWED_HOSTS", defaults.allowed_hosts),
+            auth_failures_per_minute=_env_number(
+                env, "AUTH_FAILURES_PER_MINUTE", defaults.auth_failures_per_minute
+            ),
         )
 
     @property
@@ -236,6 +265,9 @@ class Settings:
             "pool_size": self.db_pool_size,
             "max_overflow": self.db_pool_size,
             "pool_pre_ping": True,
+            # A failed statement's error names its SQL, never its values (a key's digest, a
+            # job's arguments) in a log line or an answer.
+            "hide_parameters": True,
             "connect_args": {"server_settings": dict(PLANNER_SETTINGS)},
         }
 

@@ -3,16 +3,18 @@ uvicorn), JSON lines unless on a terminal. A leaf: imports nothing from `app`.""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import msgspec
 import structlog
 from litestar.logging.config import LoggingConfig, StructLoggingConfig
 from litestar.types import GetLogger
+from saq.job import Job
 
 _LOG_ENCODER = msgspec.json.Encoder(enc_hook=repr)
 
@@ -65,6 +67,33 @@ class _QuietHealthChecks(logging.Filter):
         return True
 
 
+class _MaskJobArguments(logging.Filter):
+    """SAQ logs a failed job whole ("Error processing job Job<...>", at ERROR), arguments and
+    result included: they are shown through `mask` (REDACT_KEYS' values as `***`), as a
+    viewer sees them."""
+
+    def __init__(self, mask: Callable[[Any], Any] | None = None) -> None:
+        super().__init__()
+        self._mask = mask
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if (
+            self._mask is not None
+            and isinstance(args, tuple)
+            and any(isinstance(arg, Job) for arg in args)
+        ):
+            record.args = tuple(self._shown(arg) if isinstance(arg, Job) else arg for arg in args)
+        return True
+
+    def _shown(self, job: Job) -> str:
+        assert self._mask is not None
+        masked = dataclasses.replace(
+            job, kwargs=self._mask(job.kwargs), result=self._mask(job.result)
+        )
+        return masked.info(full=True)
+
+
 def _uvicorn_fields(
     _: Any, __: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
@@ -88,9 +117,12 @@ class _StructAndStdlibLogging(StructLoggingConfig):
         return super().configure()
 
 
-def logging_config(log_level: str, as_json: bool) -> StructLoggingConfig:
+def logging_config(
+    log_level: str, as_json: bool, mask: Callable[[Any], Any] | None = None
+) -> StructLoggingConfig:
     """structlog for our lines and for stdlib loggers (SAQ, uvicorn) at `log_level` (a level
-    name, as `Settings.log_level`): JSON lines if `as_json`, else text for a terminal."""
+    name, as `Settings.log_level`): JSON lines if `as_json`, else text for a terminal. `mask`
+    shows a job's arguments and result in SAQ's lines (the REDACT_KEYS masking)."""
     level = logging.getLevelNamesMapping()[log_level]
     renderer: structlog.typing.Processor = (
         # The standard library's lines (uvicorn, SAQ) are text: the same msgspec JSON, decoded.
@@ -125,10 +157,13 @@ def logging_config(log_level: str, as_json: bool) -> StructLoggingConfig:
                     "class": "logging.StreamHandler",
                     "stream": "ext://sys.stdout",
                     "formatter": "standard",
-                    "filters": ["quiet_health_checks"],
+                    "filters": ["quiet_health_checks", "mask_job_arguments"],
                 }
             },
-            filters={"quiet_health_checks": {"()": _QuietHealthChecks}},
+            filters={
+                "quiet_health_checks": {"()": _QuietHealthChecks},
+                "mask_job_arguments": {"()": _MaskJobArguments, "mask": mask},
+            },
             formatters={
                 "standard": {
                     "()": structlog.stdlib.ProcessorFormatter,

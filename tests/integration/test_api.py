@@ -246,9 +246,16 @@ async def test_the_openapi_schema_says_what_the_api_does(client: AsyncTestClient
     assert {TRIGGER, job, cancel, "/api/v1/jobs", "/health"} <= set(paths)
     assert [p for p in paths if p.startswith(("/saq", "/schema"))] == []  # not the API's
     # Every answer each operation can give, errors with the one error body.
-    guarded = {"401": "", "403": ""}  # no key, or too little access
+    guarded = {"401": "", "403": "", "429": ""}  # no key, too little access, too many tries
     answers = {
-        (TRIGGER, "post"): {"202": "JobAccepted", "400": "", "409": "", "413": "", "503": ""},
+        (TRIGGER, "post"): {
+            "202": "JobAccepted",
+            "400": "",
+            "409": "",
+            "413": "",
+            "415": "",
+            "503": "",
+        },
         (job, "get"): {"200": "JobRead", "400": "", "404": "", "503": ""},
         (cancel, "post"): {"202": "JobCancelRequested", "400": "", "404": "", "409": "", "503": ""},
         ("/api/v1/jobs", "get"): {"200": "JobPage", "400": "", "503": ""},

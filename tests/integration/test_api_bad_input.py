@@ -98,7 +98,7 @@ BAD_BODIES: list[tuple[str, bytes, str | None, str]] = [
     ("fail 0", b'{"message": "m", "fail": 0}', "fail", "Expected `bool`, got `int`"),
     ("fail a string", b'{"message": "m", "fail": "true"}', "fail", "Expected `bool`, got `str`"),
     ("unknown field", b'{"message": "m", "sleep_second": 1}', None, "unknown field `sleep_second`"),
-    ("NUL as a field name", b'{"message": "m", "\\u0000": 1}', None, "unknown field"),
+    ("NUL as a field name", b'{"message": "m", "\\u0000": 1}', "\\u0000", "without NUL"),
 ]
 
 
@@ -119,6 +119,37 @@ async def test_a_bad_body_is_a_400_naming_the_problem_and_nothing_is_written(
     )
     assert_names_the_problem(response, 400, key, reason)
     await assert_nothing_written(session, queue)
+
+
+# NUL anywhere in any JSON body: refused where bodies are decoded, naming where it is (it
+# once reached PostgreSQL through a key's `name`: a 500).
+NUL_BODIES: list[tuple[str, bytes, str]] = [
+    ("/api/v1/keys", b'{"role": "viewer", "name": "a\\u0000b"}', "name"),
+    ("/api/v1/keys", b'{"role": "viewer", "name": "n", "x\\u0000": 1}', "x\\u0000"),
+    ("/api/v1/jobs/bulk/cancel", b'{"filter": {"task_name": "\\u0000"}}', "filter.task_name"),
+    ("/api/v1/jobs/bulk/retry", b'{"job_ids": ["\\u0000"]}', "job_ids[0]"),
+    ("/api/v1/ops/prune", b'{"older_than_days": 1, "note": "\\u0000"}', "note"),
+    (TRIGGER, b'{"message": "m", "user_id": "\\u0000"}', "user_id"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "key"), NUL_BODIES)
+async def test_a_nul_anywhere_in_a_body_is_a_400_naming_where_it_is(
+    client: AsyncTestClient[Any], session: AsyncSession, path: str, body: bytes, key: str
+) -> None:
+    response = await client.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert_names_the_problem(response, 400, key, "without NUL characters (\\u0000)")
+    assert await count_rows(session) == 0
+
+
+async def test_an_escaped_backslash_before_u0000_is_not_a_nul(
+    client: AsyncTestClient[Any],
+) -> None:
+    body = b'{"message": "a\\\\u0000 is six characters"}'
+    response = await client.post(
+        TRIGGER, content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 202, response.text
 
 
 BAD_KEYS: list[tuple[str, str, str]] = [

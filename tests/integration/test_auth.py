@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,13 +16,14 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from app.asgi import create_app
+from app.asgi import build_parts, create_app
 from app.auth.guard import Authenticator
-from app.auth.keys import digest
+from app.auth.keys import digest, generate_key
 from app.auth.roles import OPEN_MODE_ACTOR, Role
 from app.config import Settings
 from app.db.connection import autocommit_sessions
 from app.db.models import ApiKey, BackgroundJob, JobAction
+from app.worker.settings import REGISTRY
 from tests.support import APP, ROOT, VENV_BIN, Servers, make_settings
 from tests.support.access import BOOTSTRAP_KEY, auth_settings, bearer, make_key
 
@@ -164,7 +166,7 @@ async def test_each_cancel_leaves_an_audit_row_with_its_outcome(
 
     assert (
         await client.post(f"/api/v1/jobs/{job_id}/cancel", headers=bearer(outsider))
-    ).status_code == 403
+    ).status_code == 404  # as if there were no such job; audited as forbidden
     assert (
         await client.post(f"/api/v1/jobs/{job_id}/cancel", headers=bearer(operator))
     ).status_code == 202
@@ -180,6 +182,42 @@ async def test_each_cancel_leaves_an_audit_row_with_its_outcome(
     ]
     assert rows[2].job_ids == [UUID(job_id)]
     assert rows[2].detail  # why it was refused
+
+
+async def test_a_scoped_keys_bulk_call_never_touches_another_projects_job(
+    client: AsyncTestClient[Any], settings: Settings, engine: AsyncEngine
+) -> None:
+    """Another project's job counts as one that does not exist: not acted on, not told apart
+    from a missing one. Catches: the scope applied after the action (the foreign job was
+    cancelled while the answer still said nothing was done to it)."""
+    project = uuid4()
+    _, scoped = await make_key(engine, Role.OPERATOR, project)
+    queued = {"message": "m", "sleep_seconds": 60}
+    own = await client.post(TRIGGER, json={**queued, "project_id": str(project)}, headers=ADMIN)
+    foreign = await client.post(TRIGGER, json={**queued, "project_id": str(uuid4())}, headers=ADMIN)
+    own_id, foreign_id = own.json()["job_id"], foreign.json()["job_id"]
+    missing_id = str(uuid4())
+    answer = await client.post(
+        "/api/v1/jobs/bulk/cancel",
+        json={"job_ids": [own_id, foreign_id, missing_id]},
+        headers=bearer(scoped),
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["job_ids"], body["acted_on"], body["not_found"]) == ([own_id], 1, 2)
+    parts = build_parts(settings, REGISTRY)
+    try:
+        await parts.queue.connect()
+        states = {key: await parts.queue.job(key) for key in (own_id, foreign_id)}
+    finally:
+        await parts.close()
+    assert states[own_id] is not None
+    assert states[foreign_id] is not None
+    assert states[own_id].status == "aborted"
+    assert states[foreign_id].status == "queued"  # untouched
+    audited = await actions_on(engine, foreign_id)
+    assert [(a.action, a.outcome) for a in audited] == [("bulk_cancel", "ok")]
+    assert "1 of them another project's" in (audited[0].detail or "")
 
 
 async def test_a_route_that_declares_no_role_is_refused_even_to_an_admin(
@@ -220,6 +258,22 @@ async def test_open_mode_lets_everyone_in_and_records_them_as_anonymous(
         assert (await client.get("/saq/api/queues")).status_code == 200
     row = await job_row(engine, response.json()["job_id"])
     assert row.enqueued_by == OPEN_MODE_ACTOR
+
+
+async def test_no_key_is_made_in_open_mode_so_none_outlives_it(
+    database_url: str, servers: Servers, engine: AsyncEngine
+) -> None:
+    """Anyone may call the API in open mode: a key made then would still administer it once
+    ADMIN_API_KEY turns the checks on."""
+    open_settings = make_settings(database_url, servers.redis_url)
+    name = f"made anonymously {uuid4()}"
+    async with AsyncTestClient(app=create_app(open_settings)) as client:
+        refused = await client.post("/api/v1/keys", json={"role": "admin", "name": name})
+        assert refused.status_code == 403, refused.text
+        assert "open mode" in refused.json()["detail"]
+        assert (await client.get("/api/v1/keys")).status_code == 200  # listing is harmless
+    async with async_sessionmaker(engine)() as session:
+        assert await session.scalar(select(ApiKey).where(ApiKey.name == name)) is None
 
 
 async def test_a_revocation_elsewhere_is_seen_once_the_cached_answer_expires(
@@ -360,3 +414,83 @@ async def test_concurrent_requests_with_a_new_key_share_one_lookup(engine: Async
     assert {principal.role for principal in found} == {Role.VIEWER}
     await authenticator.close()
     assert len(opened) == 2  # one lookup, and one last_used_at write
+
+
+async def test_an_address_that_fails_too_many_keys_is_refused_for_a_while(
+    database_url: str, servers: Servers, engine: AsyncEngine
+) -> None:
+    """Past AUTH_FAILURES_PER_MINUTE wrong keys or logins, the address gets 429 (with
+    Retry-After), its right key too; requests without a key are no guesses and do not count."""
+    _, key = await make_key(engine, Role.VIEWER)
+    limited = auth_settings(database_url, servers.redis_url, auth_failures_per_minute=3)
+    async with AsyncTestClient(app=create_app(limited)) as client:
+        for _ in range(5):
+            assert (await client.get("/api/v1/jobs")).status_code == 401  # no key: not counted
+        assert (await client.get("/api/v1/jobs", headers=bearer(key))).status_code == 200
+        form = await client.get("/monitor/login")
+        token = re.search(r'name="_csrf_token" value="([^"]+)"', form.text)
+        assert token is not None
+        login = {"key": "bgj_" + "x" * 43, "next": "/monitor", "_csrf_token": token.group(1)}
+        assert (await client.post("/monitor/login", data=login)).status_code == 401
+        for wrong in (generate_key(), generate_key()):
+            assert (await client.get("/api/v1/jobs", headers=bearer(wrong))).status_code == 401
+        refused = await client.get("/api/v1/jobs", headers=bearer(key))
+        assert refused.status_code == 429, refused.text
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert "too many failed" in refused.json()["detail"]
+        page = await client.post(
+            "/monitor/login", data={**login, "key": key}, follow_redirects=False
+        )
+        assert page.status_code == 429
+        assert "too many failed" in page.text
+        assert "bgj_session" not in page.headers.get("set-cookie", "")
+
+
+async def test_a_flood_of_made_up_keys_does_not_push_a_real_key_out_of_the_cache(
+    engine: AsyncEngine,
+) -> None:
+    """Unknown keys are remembered apart from known ones, each bounded: the flood fills only
+    its own cache, and the real key is still answered without a query."""
+    _, key = await make_key(engine, Role.VIEWER)
+    sessions = autocommit_sessions(lambda: engine)
+    looked_up: list[int] = []
+
+    def counting() -> Any:
+        looked_up.append(1)
+        return sessions()
+
+    authenticator = Authenticator(
+        counting, open_mode=False, bootstrap_digest=None, max_known=5, max_unknown=5
+    )
+    await authenticator.principal_for(f"Bearer {key}")
+    await authenticator.close()
+    before = len(looked_up)
+    for _ in range(20):
+        with pytest.raises(Exception, match="unknown or revoked"):
+            await authenticator.principal_for(f"Bearer {generate_key()}")
+    assert len(looked_up) == before + 20  # one query per made-up key
+    await authenticator.principal_for(f"Bearer {key}")
+    assert len(looked_up) == before + 20  # the real key: from the cache
+
+
+async def test_each_project_has_its_own_idempotency_keys(
+    client: AsyncTestClient[Any], engine: AsyncEngine
+) -> None:
+    """Another tenant's use of a key neither blocks this one's (a 409 before) nor returns
+    its job; within a project, keys work as before."""
+    _, tenant_a = await make_key(engine, Role.OPERATOR, uuid4())
+    _, tenant_b = await make_key(engine, Role.OPERATOR, uuid4())
+    key = {"Idempotency-Key": f"order-{uuid4()}"}
+
+    async def trigger(tenant: str, message: str) -> Any:
+        return await client.post(
+            TRIGGER, json={"message": message}, headers={**bearer(tenant), **key}
+        )
+
+    first_a = await trigger(tenant_a, "a's order")
+    first_b = await trigger(tenant_b, "b's order")
+    assert (first_a.status_code, first_b.status_code) == (202, 202), first_b.text
+    assert first_a.json()["job_id"] != first_b.json()["job_id"]
+    again_a = await trigger(tenant_a, "a's order")
+    assert again_a.json()["job_id"] == first_a.json()["job_id"]
+    assert (await trigger(tenant_a, "another body")).status_code == 409

@@ -4,7 +4,10 @@ roles, the CSP, and bad filters answered as pages, not 500s."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,6 +19,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.asgi import create_app
+from app.auth.keys import digest
 from app.auth.roles import Role
 from app.auth.session import SESSION_COOKIE, SessionCookies
 from app.monitor.security import CSRF_COOKIE, CSRF_HEADER
@@ -24,6 +28,7 @@ from tests.support.access import BOOTSTRAP_KEY, auth_settings, bearer, make_key
 
 TOKEN = re.compile(r'name="csrf-token" content="([^"]+)"|name="_csrf_token" value="([^"]+)"')
 ORIGIN = "http://testserver.local"
+REDACT_KEYS = ("message", "password", "token", "secret", "api_key")  # `message` masked too
 
 
 @dataclass
@@ -44,7 +49,9 @@ class Monitor:
 
 @pytest.fixture(scope="module")
 async def monitor(database_url: str, servers: Servers) -> AsyncIterator[Monitor]:
-    settings = auth_settings(database_url, servers.redis_url, events_max_stream=0.2)
+    settings = auth_settings(
+        database_url, servers.redis_url, events_max_stream=0.2, redact_keys=REDACT_KEYS
+    )
     engine = create_async_engine(settings.database_url)
     viewer = (await make_key(engine, Role.VIEWER))[1]
     operator = (await make_key(engine, Role.OPERATOR))[1]
@@ -83,7 +90,9 @@ async def test_login_sets_a_signed_httponly_lax_cookie_and_logout_clears_it(
         flags = {part.strip().lower() for part in cookie.split(";")[1:]}
         assert {"httponly", "samesite=lax", "path=/"} <= flags
         assert monitor.viewer not in cookie  # the key itself is never in the cookie
+        assert digest(monitor.viewer) not in cookie  # nor its digest, which the table holds
         assert (await client.get("/monitor")).status_code == 200
+        copied = client.cookies[SESSION_COOKIE]
 
         page = await client.get("/monitor")
         out = await client.post(
@@ -98,6 +107,46 @@ async def test_login_sets_a_signed_httponly_lax_cookie_and_logout_clears_it(
         again = await client.get("/monitor", follow_redirects=False)
         assert again.status_code == 303
         assert again.headers["location"].startswith("/monitor/login?next=")
+        # A copy of the cookie taken before the logout: the session itself has ended.
+        client.cookies.set(SESSION_COOKIE, copied)
+        assert (await client.get("/api/v1/jobs")).status_code == 401
+
+
+def session_of(value: str) -> dict[str, str]:
+    return {"Cookie": f"{SESSION_COOKIE}={value}"}
+
+
+async def test_a_session_is_kept_by_the_server_not_by_what_a_dump_holds(
+    database_url: str, servers: Servers
+) -> None:
+    """Two API processes (two apps, one Redis, one SESSION_SECRET): a login made in one works
+    in the other, and a logout in one ends the session in the other. The cookie carries a
+    session id, so the table's key digests with SESSION_SECRET forge nothing."""
+    secret = "a session secret shared by both processes, 32+"  # noqa: S105 - a test value
+    settings = auth_settings(database_url, servers.redis_url, session_secret=secret)
+    engine = create_async_engine(settings.database_url)
+    _, key = await make_key(engine, Role.VIEWER)
+    await engine.dispose()
+    async with (
+        AsyncTestClient(app=create_app(settings), base_url=ORIGIN) as one,
+        AsyncTestClient(app=create_app(settings), base_url=ORIGIN) as other,
+    ):
+        await log_in(one, key)
+        first = one.cookies[SESSION_COOKIE]
+        assert (await other.get("/api/v1/jobs", headers=session_of(first))).is_success
+        one.cookies.clear()
+        await log_in(one, key)
+        second = one.cookies[SESSION_COOKIE]
+        page = await one.get("/monitor")
+        await one.post("/monitor/logout", data={"_csrf_token": token_of(page.text)})
+        refused = await other.get("/api/v1/jobs", headers=session_of(second))
+        assert refused.status_code == 401, "a logout in one process left the session in another"
+        # What a database dump and SESSION_SECRET made a cookie of before: the key's digest,
+        # an expiry and their HMAC.
+        payload = f"{digest(key)}.{int(time.time()) + 3600}"
+        signed = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+        forged = await other.get("/api/v1/jobs", headers=session_of(f"{payload}.{signed}"))
+        assert forged.status_code == 401
 
 
 async def test_a_wrong_key_or_a_forged_cookie_gets_no_session(monitor: Monitor) -> None:
@@ -105,7 +154,7 @@ async def test_a_wrong_key_or_a_forged_cookie_gets_no_session(monitor: Monitor) 
         answer = await log_in(client, "bgj_" + "x" * 43)
         assert answer.status_code == 401
         assert SESSION_COOKIE not in answer.headers.get("set-cookie", "")
-        forged = SessionCookies("another secret at least 32 chars long!!").issue("0" * 64)
+        forged = SessionCookies("another secret at least 32 chars long!!").issue()[1]
         client.cookies.set(SESSION_COOKIE, forged)
         assert (await client.get("/api/v1/jobs")).status_code == 401
         assert (await client.get("/monitor", follow_redirects=False)).status_code == 303
@@ -191,7 +240,10 @@ async def test_every_monitor_page_carries_the_csp(monitor: Monitor, path: str) -
         assert answer.status_code in (200, 400)
         policy = answer.headers["content-security-policy"]
         assert "default-src 'self'" in policy
+        assert "frame-ancestors 'none'" in policy
         assert "'unsafe-inline'" not in policy
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["referrer-policy"] == "same-origin"
         assert "<script>" not in answer.text
         assert " style=" not in answer.text
 
@@ -277,3 +329,53 @@ async def test_older_and_newer_pages_walk_the_list_by_keyset(monitor: Monitor) -
         assert not set(older_ids) & set(first_ids)
         newer = await client.get(pager_links(older.text)["prev"])
         assert ROW_ID.findall(newer.text) == first_ids
+
+
+@pytest.mark.parametrize("guess", ["right", "wrong"])
+async def test_a_viewer_may_not_search_a_masked_argument_on_the_monitor(
+    monitor: Monitor, guess: str
+) -> None:
+    """Else the search is an oracle: a right guess lists the job, a wrong one nothing."""
+    secret = f"oracle-{uuid4().hex}"
+    async with monitor.client() as client:
+        answer = await client.post(
+            "/api/v1/tasks/trigger-test",
+            json={"message": secret, "sleep_seconds": 60},
+            headers=bearer(monitor.operator),
+        )
+        assert answer.status_code == 202, answer.text
+        job_id = answer.json()["job_id"]
+        asked = secret if guess == "right" else "oracle-nothing"
+        query = f"q=args.message:{asked}"
+        await log_in(client, monitor.viewer)
+        for path in (f"/monitor?{query}", f"/monitor/rows?ids={job_id}&{query}"):
+            refused = await client.get(path)
+            assert refused.status_code == 403, (path, refused.text)
+            assert job_id not in refused.text
+            assert "masked" in refused.text
+        api = await client.get(f"/api/v1/jobs?{query}", headers=bearer(monitor.viewer))
+        assert api.status_code == 403  # the API's answer, which the monitor's matches
+
+    async with monitor.client() as client:  # an operator sees it unmasked, so may search it
+        await log_in(client, monitor.operator)
+        found = await client.get(f"/monitor?{query}")
+        assert found.status_code == 200
+        assert (f'id="job-{job_id}"' in found.text) is (guess == "right")
+
+
+async def test_revoking_a_key_ends_its_sessions(monitor: Monitor, database_url: str) -> None:
+    """In the API process that revoked it at once (other processes: within the key cache
+    time, tests/integration/test_auth.py and test_auth_streams.py)."""
+    engine = create_async_engine(database_url.replace("postgresql://", "postgresql+asyncpg://", 1))
+    key_id, key = await make_key(engine, Role.VIEWER)
+    await engine.dispose()
+    async with monitor.client() as client:
+        await log_in(client, key)
+        assert (await client.get("/monitor")).status_code == 200
+        assert (await client.get("/api/v1/jobs")).status_code == 200
+        revoked = await client.post(f"/api/v1/keys/{key_id}/revoke", headers=bearer(BOOTSTRAP_KEY))
+        assert revoked.status_code == 200
+        assert (await client.get("/api/v1/jobs")).status_code == 401
+        page = await client.get("/monitor", follow_redirects=False)
+        assert page.status_code == 303
+        assert page.headers["location"].startswith("/monitor/login")

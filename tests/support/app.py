@@ -81,6 +81,15 @@ async def chaos_heartbeat_overrun(ctx: dict[str, Any], *, every: float) -> dict[
     return {"attempt": job.attempts}
 
 
+@tracked_task(timeout=BEYOND_ANY_WINDOW, attempts=2, retry_delay=0.1)
+async def refuse_credentials(
+    ctx: dict[str, Any], *, password: str, db_password: str, note: str
+) -> None:
+    """Fails every attempt, as a call refused by a remote service would: its arguments hold
+    secrets, its error message does not (tests/integration/test_auth_logs.py)."""
+    raise PermissionError("the remote service refused the credentials")
+
+
 REGISTRY = TaskRegistry(
     [
         counted(trigger_test),
@@ -90,6 +99,7 @@ REGISTRY = TaskRegistry(
         chaos_gated,
         chaos_gated_failing_once,
         chaos_heartbeat_overrun,
+        refuse_credentials,
     ]
 )
 

@@ -122,6 +122,8 @@ def app_and_worker(env: dict[str, str], app: str = APP) -> Iterator[str]:
     )
     try:
         worker.wait_for_line(lambda line: '"worker started"' in line)
+        # Its own line first: another test's server may answer on a port this one lost.
+        api.wait_for_line(lambda line: "Uvicorn running on" in line)
         wait_until_serving(origin, api)
         yield origin
     finally:

@@ -135,7 +135,8 @@ def make_settings(database_url: str, redis_url: str, **overrides: Any) -> Settin
             "AUTH_DISABLED": "true",
         }
     )
-    return replace(base, **overrides)
+    # The name Litestar's test client sends as `Host` (the checks allow loopback names).
+    return replace(base, **{"allowed_hosts": ("testserver.local",), **overrides})
 
 
 def app_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -149,5 +150,6 @@ def app_env(settings: Settings, **extra: str) -> dict[str, str]:
         "LOG_JSON": "true",
         "LITESTAR_APP": APP,
         "AUTH_DISABLED": "true" if settings.auth_disabled else "false",
+        "ALLOWED_HOSTS": ",".join(settings.allowed_hosts),
         **extra,
     }

@@ -234,7 +234,10 @@ def test_readme_uses_compose_v2_and_expanded_psql(readme: str) -> None:
     ("dot_env", "open_mode"),
     [
         ({}, True),  # a fresh clone: the seed's curl needs no key (published on loopback only)
-        ({"ADMIN_API_KEY": "k" * 40}, False),  # a key in .env turns the checks on
+        (
+            {"ADMIN_API_KEY": "bgj_Xb3k9QeZr7Lm2Pq8Vt4Wy6Ns1Dc5Fh0Jk"},
+            False,
+        ),  # a key in .env: checks on
         ({"AUTH_DISABLED": "false"}, False),
     ],
 )

@@ -17,7 +17,7 @@ def test_defaults_keep_jobs_30_days_the_audit_log_for_ever_and_metrics_guarded()
 
 
 def test_values_are_read_and_the_token_is_kept_as_its_digest_only() -> None:
-    token = "t" * 40
+    token = "scrape-token-3f9a7c2e41b8d06f5e9a7c3b1d2e4f60"  # noqa: S105 - a test value
     settings = Settings.from_env(
         {
             "JOB_RETENTION_DAYS": "0",

@@ -130,3 +130,29 @@ def test_sensitive_values_are_masked_for_viewers_only(role: Role, masked: bool) 
     }
     assert seen.result == {"secret": MASK, "count": 2}
     assert job.arguments == original  # the original is untouched
+
+
+@pytest.mark.parametrize(
+    ("name", "masked"),
+    [
+        ("password", True),
+        ("db_password", True),
+        ("smtpPassword", True),
+        ("access_token", True),
+        ("refreshToken", True),
+        ("client_secret", True),
+        ("apiKey", True),
+        ("x-api-key", True),
+        ("API_KEY", True),
+        ("apikey", True),
+        ("user", False),
+        ("api", False),
+        ("key", False),
+        ("pass", False),
+    ],
+)
+def test_a_key_is_masked_when_its_name_holds_a_sensitive_one(name: str, masked: bool) -> None:
+    """Names are compared by their letters and digits only, lower-cased, as substrings."""
+    redactor = Redactor(["password", "token", "secret", "api_key"])
+    assert (redactor.value({name: "v"})[name] == MASK) is masked
+    assert redactor.sensitive(name) is masked  # remembered, the same the second time

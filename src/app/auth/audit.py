@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import structlog
-from litestar.exceptions import ClientException, PermissionDeniedException
+from litestar.exceptions import ClientException, NotFoundException, PermissionDeniedException
 from litestar.status_codes import HTTP_409_CONFLICT
 from sqlalchemy import select
 
@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     from app.auth.roles import Principal
 
 log = structlog.get_logger(__name__)
+
+
+class OutOfScope(NotFoundException):
+    """A job of another project than the key's: answered exactly as a job that does not
+    exist (404), so a scoped key cannot tell that it exists; audited as `forbidden`."""
 
 
 class AuditAction(StrEnum):
@@ -108,7 +113,7 @@ class AuditLog:
         try:
             yield entry
             outcome = Outcome.OK
-        except PermissionDeniedException:
+        except (PermissionDeniedException, OutOfScope):
             outcome = Outcome.FORBIDDEN
             raise
         except conflicts as exc:

@@ -3,47 +3,52 @@
 A route declares its role with `opt=role(Role.OPERATOR)` (on the handler, or on its controller
 for all its handlers), or says it is public with `opt=PUBLIC`. A route that declares neither
 is refused, whoever asks: access is denied by default. The guard resolves the request's
-`Authorization: Bearer <key>` to a `Principal` and leaves it on the connection
-(`request.user`, and the `principal` dependency); a browser's request without that header may
-prove a key with the monitor's session cookie instead (`app.auth.session`).
-
-Keys are looked up by their digest and the answer is kept for `KEY_CACHE_TTL` seconds, so
-the trigger's hot path does not pay a query per request; a revocation therefore reaches
-other API processes within that time (the process that revokes forgets the key at once).
+`Authorization: Bearer <key>` to a `Principal` (`app.auth.authenticator`) and leaves it on
+the connection (`request.user`, and the `principal` dependency); a browser's request without
+that header may prove a key with the monitor's session cookie instead (`app.auth.session`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import hmac
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-import structlog
 from litestar.di import Provide
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.plugins import InitPluginProtocol
 
-from app.auth.keys import ApiKeyService, digest
-from app.auth.roles import BOOTSTRAP, OPEN_MODE, Principal, Role
-from app.auth.session import SESSION_COOKIE, SessionCookies
+from app.auth.audit import OutOfScope
+from app.auth.authenticator import KEY_CACHE_TTL, Authenticator
+from app.auth.roles import Principal, Role
+from app.auth.session import SESSION_COOKIE
 
 if TYPE_CHECKING:
     from litestar import Request
     from litestar.config.app import AppConfig
     from litestar.connection import ASGIConnection
     from litestar.handlers.base import BaseRouteHandler
-    from sqlalchemy.ext.asyncio import AsyncSession
 
-log = structlog.get_logger(__name__)
+__all__ = [
+    "BEARER",
+    "BEARER_AUTH",
+    "KEY_CACHE_TTL",
+    "PUBLIC",
+    "AccessControl",
+    "Authenticator",
+    "ByMethod",
+    "credential_check",
+    "forbid_other_project",
+    "hide_other_project",
+    "is_public",
+    "project_in_scope",
+    "provide_principal",
+    "require_role",
+    "required_role",
+    "role",
+]
 
-KEY_CACHE_TTL = 10.0  # seconds a looked-up key (or its absence) is trusted
-TOUCH_INTERVAL = 60.0  # seconds between two writes of one key's last_used_at
-_MAX_CACHED = 10_000  # a flood of made-up keys must not grow the cache without bound
 _STATE_KEY = "authenticator"
 PUBLIC: dict[str, Any] = {"public": True}  # opt= of a route anyone may call (Litestar copies it)
 # The OpenAPI security scheme of `Authorization: Bearer <key>`; guarded controllers name it
@@ -87,144 +92,6 @@ def required_role(opt: Mapping[str, Any], method: str) -> Role | None:
     return declared if isinstance(declared, Role) else None
 
 
-def _unauthorized(detail: str) -> NotAuthorizedException:
-    return NotAuthorizedException(detail=detail, headers={"WWW-Authenticate": "Bearer"})
-
-
-@dataclass(frozen=True, slots=True)
-class _Cached:
-    principal: Principal | None  # None: unknown or revoked
-    expires_at: float
-
-
-class Authenticator:
-    """Resolves a request's key to a `Principal`: the bootstrap key, or a key row by digest."""
-
-    def __init__(
-        self,
-        sessions: Callable[[], AsyncSession],
-        *,
-        open_mode: bool,
-        bootstrap_digest: str | None,
-        disabled_but_keyed: bool = False,
-        ttl: float = KEY_CACHE_TTL,
-        touch_interval: float = TOUCH_INTERVAL,
-        clock: Callable[[], float] = time.monotonic,
-        cookies: SessionCookies | None = None,
-    ) -> None:
-        self.open_mode = open_mode
-        self.cookies = cookies  # the monitor's browser sessions; None: no sessions
-        self._disabled_but_keyed = disabled_but_keyed  # AUTH_DISABLED with ADMIN_API_KEY
-        self._sessions = sessions
-        self._bootstrap = bootstrap_digest
-        self._ttl = ttl
-        self._touch_interval = touch_interval
-        self._clock = clock
-        self._cache: dict[str, _Cached] = {}
-        self._lookups: dict[str, asyncio.Future[Principal | None]] = {}
-        self._touched: dict[UUID, float] = {}
-        self._touches: set[asyncio.Task[None]] = set()
-
-    async def principal_for(self, authorization: str | None) -> Principal:
-        """Who the Authorization header names; 401 for a missing, unknown or revoked key."""
-        if self.open_mode:
-            return OPEN_MODE
-        scheme, _, key = (authorization or "").partition(" ")
-        key = key.strip()
-        if scheme.lower() != "bearer" or not key:
-            raise _unauthorized("an API key is required: send 'Authorization: Bearer <key>'")
-        return await self._principal_by_digest(digest(key))
-
-    async def principal_for_session(self, cookie: str) -> Principal:
-        """Who a session cookie stands for (its key, looked up as the key would be); 401 for
-        a forged or expired cookie, or a key revoked since the login."""
-        if self.open_mode:
-            return OPEN_MODE
-        key_hash = self.cookies.key_digest(cookie) if self.cookies is not None else None
-        if key_hash is None:
-            raise _unauthorized("the session has expired or is not valid: log in again")
-        return await self._principal_by_digest(key_hash)
-
-    async def _principal_by_digest(self, key_hash: str) -> Principal:
-        if self._bootstrap is not None and hmac.compare_digest(key_hash, self._bootstrap):
-            return BOOTSTRAP
-        principal = await self._lookup(key_hash)
-        if principal is None:
-            raise _unauthorized("unknown or revoked API key")
-        self._touch(principal)
-        return principal
-
-    def forget(self, key_id: UUID) -> None:
-        """Drop a key's cached answer now (this process revoked it)."""
-        for key_hash, cached in list(self._cache.items()):
-            if cached.principal is not None and cached.principal.key_id == key_id:
-                del self._cache[key_hash]
-
-    async def announce(self) -> None:
-        """The start-up line saying whether access is checked (loud when it is not)."""
-        if self.open_mode:
-            log.warning(
-                "AUTH DISABLED: every route is open to anyone who can reach this port "
-                "(AUTH_DISABLED=true); on a shared network set AUTH_DISABLED=false and "
-                "ADMIN_API_KEY (docs/security.md)"
-            )
-        elif self._disabled_but_keyed:
-            log.warning("AUTH_DISABLED ignored: ADMIN_API_KEY is set, so access checks are on")
-        else:
-            log.info("access checks on", bootstrap_key=self._bootstrap is not None)
-
-    async def close(self) -> None:
-        """Let pending last_used_at writes finish (they are short)."""
-        if self._touches:
-            await asyncio.gather(*self._touches, return_exceptions=True)
-
-    async def _lookup(self, key_hash: str) -> Principal | None:
-        now = self._clock()
-        cached = self._cache.get(key_hash)
-        if cached is not None and cached.expires_at > now:
-            return cached.principal
-        # Concurrent requests with the same key share one query.
-        pending = self._lookups.get(key_hash)
-        if pending is None:
-            pending = asyncio.ensure_future(self._read(key_hash))
-            self._lookups[key_hash] = pending
-            pending.add_done_callback(lambda _: self._lookups.pop(key_hash, None))
-        principal = await asyncio.shield(pending)
-        if len(self._cache) >= _MAX_CACHED:
-            self._cache.clear()
-        self._cache[key_hash] = _Cached(principal, self._clock() + self._ttl)
-        return principal
-
-    async def _read(self, key_hash: str) -> Principal | None:
-        async with self._sessions() as session:
-            row = await ApiKeyService(session).find_by_digest(key_hash)
-        if row is None or row.revoked_at is not None:
-            return None
-        return Principal(
-            actor=row.prefix, role=Role(row.role), project_id=row.project_id, key_id=row.id
-        )
-
-    def _touch(self, principal: Principal) -> None:
-        """Write last_used_at at most once per TOUCH_INTERVAL per key, after the request."""
-        key_id = principal.key_id
-        now = self._clock()
-        if key_id is None or now - self._touched.get(key_id, -self._touch_interval) < (
-            self._touch_interval
-        ):
-            return
-        self._touched[key_id] = now
-        task = asyncio.create_task(self._write_touch(key_id, datetime.now(UTC)))
-        self._touches.add(task)
-        task.add_done_callback(self._touches.discard)
-
-    async def _write_touch(self, key_id: UUID, at: datetime) -> None:
-        try:
-            async with self._sessions() as session:
-                await ApiKeyService(session).touch(key_id, at)
-        except Exception as exc:  # only bookkeeping: the request it came from succeeded
-            log.warning("could not record an API key's use", key_id=str(key_id), error=str(exc))
-
-
 async def require_role(
     connection: ASGIConnection[Any, Any, Any, Any], route: BaseRouteHandler
 ) -> None:
@@ -235,13 +102,17 @@ async def require_role(
     if is_public(opt) or method == "OPTIONS":
         return
     authenticator: Authenticator = connection.app.state[_STATE_KEY]
-    authorization = connection.headers.get("authorization")
-    # A browser's session cookie stands for a key; a request's own key comes first.
-    session = None if authorization else connection.cookies.get(SESSION_COOKIE)
-    if session:
-        principal = await authenticator.principal_for_session(session)
-    else:
-        principal = await authenticator.principal_for(authorization)
+    address = connection.client.host if connection.client else ""
+    # Only a key or session shown counts: a request with neither cannot be a guess.
+    shown = bool(connection.headers.get("authorization") or connection.cookies.get(SESSION_COOKIE))
+    if shown:
+        authenticator.refuse_if_throttled(address)
+    try:
+        principal = await _who(connection)
+    except NotAuthorizedException:
+        if shown:
+            authenticator.record_failure(address)
+        raise
     connection.scope["user"] = principal
     required = required_role(opt, method)
     if required is None:
@@ -254,6 +125,36 @@ async def require_role(
         raise PermissionDeniedException(
             detail="this shows every project's jobs: a key scoped to a project may not use it"
         )
+
+
+async def _who(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    """The principal of the request's key, or of its session cookie (a browser's): a
+    request's own key comes first."""
+    authenticator: Authenticator = connection.app.state[_STATE_KEY]
+    authorization = connection.headers.get("authorization")
+    session = None if authorization else connection.cookies.get(SESSION_COOKIE)
+    if session:
+        return await authenticator.principal_for_session(session)
+    return await authenticator.principal_for(authorization)
+
+
+def credential_check(
+    connection: ASGIConnection[Any, Any, Any, Any],
+) -> Callable[[], Awaitable[bool]]:
+    """Whether the key or session this request came with still stands for someone: what a
+    long answer (an event stream) asks now and then, so that a revoked key or a logout ends
+    it. Any failure to tell counts as no."""
+
+    async def still_valid() -> bool:
+        try:
+            await _who(connection)
+        except NotAuthorizedException:
+            return False
+        except Exception:  # e.g. the database away once the cached answer expired
+            return False
+        return True
+
+    return still_valid
 
 
 def provide_principal(request: Request[Any, Any, Any]) -> Principal:
@@ -274,6 +175,13 @@ class AccessControl(InitPluginProtocol):
         app_config.on_startup.append(self.authenticator.announce)
         app_config.on_shutdown.append(self.authenticator.close)
         return app_config
+
+
+def hide_other_project(principal: Principal, project_id: UUID | None, job_id: UUID) -> None:
+    """404, worded as for a job that does not exist, when a project-scoped key reaches for a
+    job of another project (or of none): a 403 told the key that the job exists."""
+    if not principal.sees_project(project_id):
+        raise OutOfScope(detail=f"no job with job_id {job_id}")
 
 
 def forbid_other_project(principal: Principal, project_id: UUID | None) -> None:

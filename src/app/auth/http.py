@@ -11,7 +11,7 @@ import msgspec
 from litestar import Controller, Response, get, post, route
 from litestar.di import NamedDependency, Provide
 from litestar.enums import HttpMethod
-from litestar.exceptions import NotFoundException, ValidationException
+from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
 from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
@@ -23,7 +23,7 @@ from app.auth.keys import ApiKeyService, KeyScopeError, UnknownKeyError
 from app.auth.roles import Principal, Role
 from app.db.models import ApiKey, JobAction
 from app.http_common.body import StrictJSONBody
-from app.http_common.responses import errors
+from app.http_common.responses import NOT_JSON, errors
 
 
 class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -107,7 +107,10 @@ class KeyController(Controller):
         responses=errors(
             {
                 400: "The body is not JSON, a value is missing, of the wrong type or unknown, "
-                "or an admin key was given a project."
+                "or an admin key was given a project.",
+                403: "The key's role may not do this, or the API runs in open mode, where "
+                "keys are not made.",
+                415: NOT_JSON,
             }
         ),
     )
@@ -116,8 +119,15 @@ class KeyController(Controller):
         data: JSONBody[KeyCreate],
         keys_service: NamedDependency[ApiKeyService],
         principal: NamedDependency[Principal],
+        authenticator: NamedDependency[Authenticator],
     ) -> KeyCreated:
         """A new key: its plaintext is in this answer only (its SHA-256 is what is kept)."""
+        if authenticator.open_mode:
+            # Anyone may call it then, and the key would still work once the checks are on.
+            raise PermissionDeniedException(
+                detail="keys are not made in open mode: anyone could make one. Use "
+                "`litestar --app app.asgi:create_app keys create`, or turn the checks on"
+            )
         try:
             created = await keys_service.create_key(
                 role=data.role, name=data.name, project_id=data.project_id, actor=principal

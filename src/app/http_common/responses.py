@@ -14,11 +14,15 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIType
 
 DATABASE_DOWN = "PostgreSQL cannot be reached; nothing was written"
+# Every operation that takes a body answers this to one that is not JSON (docs/security.md).
+NOT_JSON = "The body is not sent as JSON (`Content-Type: application/json`). Nothing was done."
 
 # What every guarded operation answers without a valid key, or with too little access.
 ACCESS_DENIED = {
     401: "No API key, or an unknown or revoked one: send `Authorization: Bearer <key>`.",
-    403: "The key's role may not do this, or the job belongs to another project.",
+    403: "The key's role may not do this, or the project asked for is not the key's.",
+    429: "Too many failed keys from this address in the last minute: try again after "
+    "`Retry-After` seconds.",
 }
 
 

@@ -1,5 +1,5 @@
-"""Logging in to the monitor: a key entered once becomes a signed session cookie
-(`app.auth.session`), which the guard then accepts as it accepts the key; logging out drops it.
+"""Logging in to the monitor: a key entered once becomes a session (`app.auth.session`), whose
+signed cookie the guard then accepts as it accepts the key; logging out ends the session.
 
 The cookie is `HttpOnly` (no script reads it), `SameSite=Lax` (other sites' forms and
 fetches do not carry it), `Secure` on HTTPS, and lives `SESSION_MAX_AGE` seconds.
@@ -13,7 +13,7 @@ from litestar import Controller, Request, get, post
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 from litestar.params import Body, QueryParameter
 from litestar.response import Redirect, Response, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
@@ -95,16 +95,25 @@ class MonitorLoginController(Controller):
         """Check the key once; on success, the session cookie and the page asked for."""
         next_path = safe_next(data.get("next"))
         key = (data.get("key") or "").strip()[:_KEY_MAX]
+        authenticator = monitor_login.authenticator
+        address = request.client.host if request.client else ""
         try:
-            await monitor_login.authenticator.principal_for(f"Bearer {key}")
+            authenticator.refuse_if_throttled(address)
+        except TooManyRequestsException as exc:
+            return login_page(request, next_path=next_path, problem=exc.detail, status_code=429)
+        try:
+            await authenticator.principal_for(f"Bearer {key}")
         except NotAuthorizedException:
+            authenticator.record_failure(address)
             return login_page(
                 request,
                 next_path=next_path,
                 problem="This key is unknown or revoked.",
                 status_code=401,
             )
-        value = monitor_login.cookies.issue(digest(key))
+        if monitor_login.authenticator.open_mode:  # nothing to log in to
+            return Redirect(next_path, status_code=HTTP_303_SEE_OTHER)
+        value = await monitor_login.authenticator.start_session(digest(key))
         cookie = monitor_login.cookie(request, value, monitor_login.cookies.max_age)
         return Redirect(next_path, status_code=HTTP_303_SEE_OTHER, cookies=[cookie])
 
@@ -112,6 +121,10 @@ class MonitorLoginController(Controller):
     async def logout(
         self, request: Request[Any, Any, Any], monitor_login: NamedDependency[MonitorLogin]
     ) -> Response[Any]:
-        """Drop the session cookie (the browser forgets it at once)."""
+        """End the session (here at once, in other API processes within the key cache time)
+        and drop its cookie."""
+        session = request.cookies.get(SESSION_COOKIE)
+        if session:
+            await monitor_login.authenticator.end_session(session)
         cookie = monitor_login.cookie(request, "", 0)
         return Redirect(f"{MONITOR_PATH}/login", status_code=HTTP_303_SEE_OTHER, cookies=[cookie])

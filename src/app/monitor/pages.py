@@ -21,6 +21,7 @@ from litestar_saq import TaskQueues
 from app.auth.guard import role
 from app.auth.roles import Principal, Role
 from app.jobs.control.actions import BULK_LIMIT
+from app.jobs.http.jobs.listing import refuse_masked_arguments
 from app.jobs.http.shared.redaction import Redactor
 from app.jobs.http.shared.schemas import JobRead
 from app.jobs.lifecycle import RETRYABLE_STATUSES, UNFINISHED_STATUSES, JobStatus
@@ -74,12 +75,15 @@ class MonitorPages(Controller):
         request: Request[Any, Any, Any],
         jobs_service: NamedDependency[BackgroundJobService],
         monitor_queries: NamedDependency[MonitorQueries],
+        redactor: NamedDependency[Redactor],
     ) -> Template:
         """The jobs table, newest first, filtered by the URL's query."""
         try:
             filters = PageFilters.from_query(dict(request.query_params.dict()))
         except SearchError as exc:
             return page("jobs.html", request, 400, problem=exc, filters=None, rows=[])
+        # As the API: a search by a value the caller sees masked would tell the value.
+        refuse_masked_arguments(filters.search, redactor, request.user)
         if filters.before is not None:
             found = await monitor_queries.newer_page(filters.search, filters.before, filters.limit)
             older = found[-1] if found else None
@@ -113,7 +117,10 @@ class MonitorPages(Controller):
 
     @get("/rows", name="monitor:rows")
     async def rows(
-        self, request: Request[Any, Any, Any], monitor_queries: NamedDependency[MonitorQueries]
+        self,
+        request: Request[Any, Any, Any],
+        monitor_queries: NamedDependency[MonitorQueries],
+        redactor: NamedDependency[Redactor],
     ) -> Template:
         """The table rows of the jobs named in `ids` that the page's filters match (what the
         page asks for when events name jobs), or of those newer than `before` (what it asks
@@ -123,6 +130,7 @@ class MonitorPages(Controller):
             ids = [UUID(value) for value in request.query_params.get("ids", "").split(",") if value]
         except (SearchError, ValueError) as exc:
             return page("rows.html", request, 400, rows=[], problem=str(exc))
+        refuse_masked_arguments(filters.search, redactor, request.user)
         if filters.before is not None:  # what was created since the page was drawn
             found = await monitor_queries.newer_page(filters.search, filters.before, filters.limit)
         else:

@@ -43,6 +43,7 @@ class Monitor(InitPluginProtocol):
     ) -> None:
         self.queries = MonitorQueries(sessions)
         self.login = MonitorLogin(authenticator, cookies)
+        self.cookies = cookies
         # Its own key for the CSRF tokens: the session secret signs only sessions.
         self.csrf_secret = hmac.new(secret.encode(), b"monitor csrf", hashlib.sha256).hexdigest()
         self.saq_path = saq_path.rstrip("/") if saq_path else None
@@ -68,7 +69,7 @@ class Monitor(InitPluginProtocol):
             directory=HERE / "templates", engine=JinjaTemplateEngine
         )
         app_config.middleware.append(
-            BrowserRequestChecks(csrf_config(self.csrf_secret), self.saq_path)
+            BrowserRequestChecks(csrf_config(self.csrf_secret), self.cookies, self.saq_path)
         )
         queries, login = self.queries, self.login
         app_config.dependencies["monitor_queries"] = Provide(

@@ -43,7 +43,7 @@ from app.auth.audit import AuditAction, AuditLog, Outcome
 from app.auth.guard import BEARER, PUBLIC, Authenticator, role
 from app.auth.roles import Principal, Role
 from app.http_common.body import OptionalBody, StrictJSONBody
-from app.http_common.responses import errors
+from app.http_common.responses import NOT_JSON, errors
 from app.ops.probes import READINESS_CHECKS, Readiness, readiness
 from app.ops.retention import Retention
 
@@ -180,6 +180,7 @@ class OpsController(Controller):
             {
                 400: "The body is not JSON, or older_than_days is not an integer from 1 to "
                 f"{RETENTION_DAYS_MAX}, or it is missing while JOB_RETENTION_DAYS is 0.",
+                415: NOT_JSON,
                 503: "PostgreSQL cannot be reached; some rows may have been deleted.",
             }
         ),

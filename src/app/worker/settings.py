@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
+import os
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -170,7 +173,33 @@ async def startup(
     if retention is not None:
         _state(ctx)["retention"] = asyncio.create_task(retention.run(), name="retention")
     tune_garbage_collector()
+    forward_stop_to_worker_processes()
     log.info("worker started", queue=settings.queue_name, concurrency=settings.worker_concurrency)
+
+
+def forward_stop_to_worker_processes() -> None:
+    """In the first process of `workers run --workers N`: pass a SIGTERM on to the others.
+
+    `docker stop` signals the container's first process only, and litestar-saq's own
+    handler, which would stop the others, is replaced by its event loop's: the other
+    processes kept taking jobs until they were killed, and their running jobs ended `failed`
+    (worker lost). Each stops as the first one does: its running jobs are re-queued within
+    WORKER_SHUTDOWN_GRACE_PERIOD. The loop's own handler still runs: set_wakeup_fd tells it
+    of every signal that has a Python handler.
+    """
+    if multiprocessing.parent_process() is not None or not multiprocessing.active_children():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def forward(signum: int, frame: Any) -> None:
+        for child in multiprocessing.active_children():
+            if child.pid:  # started (never 0: that would be our own process group)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGTERM)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, forward)
 
 
 async def shutdown(ctx: Context, *, database: SQLAlchemyAsyncConfig) -> None:

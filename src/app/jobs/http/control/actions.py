@@ -17,9 +17,9 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.audit import AuditAction, AuditLog
-from app.auth.guard import BEARER, forbid_other_project, project_in_scope, role
+from app.auth.guard import BEARER, hide_other_project, project_in_scope, role
 from app.auth.roles import Principal, Role
-from app.http_common.responses import errors
+from app.http_common.responses import NOT_JSON, errors
 from app.jobs.control.actions import BULK_LIMIT, FoundJob, JobActions, retryable
 from app.jobs.http.control.action_schemas import (
     BULK_BY_FILTER_EXAMPLE,
@@ -41,8 +41,9 @@ _BULK_ERRORS = errors(
     {
         400: f'The body is not `{{"job_ids": [...]}}` (1 to {BULK_LIMIT:,} UUIDs) or '
         '`{"filter": {...}}` (the list\'s filters), or a value is invalid. Nothing was done.',
-        403: "The key's role may not do this, or a job (or the filter's project) is another "
-        "project's: nothing was done.",
+        403: "The key's role may not do this, or the filter's project is another project's: "
+        "nothing was done. (A job of another project counts as not found.)",
+        415: NOT_JSON,
         503: "PostgreSQL or Redis cannot be reached.",
     }
 )
@@ -69,7 +70,7 @@ class JobActionController(Controller):
         responses=errors(
             {
                 400: "job_id is not a UUID.",
-                404: "There is no job with this job_id.",
+                404: "There is no job with this job_id (in the project of a scoped key).",
                 409: "The job is not failed or aborted (queued, running or complete).",
                 503: "PostgreSQL cannot be reached; nothing was changed.",
             }
@@ -91,7 +92,7 @@ class JobActionController(Controller):
         async with audit.recording(
             principal, AuditAction.RETRY, job_ids=[wanted], conflicts=(JobNotRetryableError,)
         ) as entry:
-            forbid_other_project(principal, found[0].project_id)
+            hide_other_project(principal, found[0].project_id, wanted)
             retried = await job_actions.retry([wanted], principal.actor)
             if not retried.job_ids:
                 raise JobNotRetryableError(
@@ -153,6 +154,7 @@ async def _bulk(
     if (data.job_ids is UNSET) == (data.filter is UNSET):
         raise ValidationException(detail="send either job_ids or filter, not both or neither")
     asked_ids = list(dict.fromkeys(data.job_ids)) if data.job_ids is not UNSET else []
+    out_of_scope = 0  # asked-for jobs of another project (by job_ids)
     async with audit.recording(principal, action, job_ids=asked_ids) as entry:
         entry.count = 0  # acted on, until the action says otherwise
         if data.filter is not UNSET:
@@ -169,9 +171,11 @@ async def _bulk(
             jobs, more = await job_actions.matching(search, statuses)
         else:
             until, more = None, False
-            jobs = await job_actions.find(asked_ids)
-            for job in jobs:
-                forbid_other_project(principal, job.project_id)
+            # Another project's job is one that does not exist, for a scoped key: never
+            # acted on, counted as not found (the audit row says how many there were).
+            found = await job_actions.find(asked_ids)
+            jobs = [job for job in found if principal.sees_project(job.project_id)]
+            out_of_scope = len(found) - len(jobs)
         acted = await _act(action, jobs, job_actions, principal)
         if entry.filter is not None:
             entry.job_ids = acted
@@ -188,6 +192,8 @@ async def _bulk(
             created_before=until,
         )
         entry.detail = f"matched {result.matched}, skipped {result.skipped}, not found {not_found}"
+        if out_of_scope:
+            entry.detail += f" ({out_of_scope} of them another project's)"
         if more:
             entry.detail += f", more than {BULK_LIMIT:,} matched"
     return result

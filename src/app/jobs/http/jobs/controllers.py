@@ -7,6 +7,7 @@ server checks.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Annotated
 from uuid import UUID
@@ -23,11 +24,11 @@ from litestar.params import Body, HeaderParameter, PathParameter
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT
 
 from app.auth.audit import AuditAction, AuditLog
-from app.auth.guard import BEARER, forbid_other_project, project_in_scope, role
+from app.auth.guard import BEARER, hide_other_project, project_in_scope, role
 from app.auth.roles import Principal, Role
 from app.db.models import BackgroundJob
 from app.http_common.body import StrictJSONBody
-from app.http_common.responses import DATABASE_DOWN, errors, string_only
+from app.http_common.responses import DATABASE_DOWN, NOT_JSON, errors, string_only
 from app.jobs.http.shared.redaction import Redactor
 from app.jobs.http.shared.schemas import (
     IDEMPOTENCY_KEY_MAX,
@@ -66,6 +67,7 @@ class TaskController(Controller):
                 "range or unknown; or the Idempotency-Key is invalid. Nothing was written.",
                 409: "This Idempotency-Key was already used with a different body.",
                 413: "The body is larger than MAX_REQUEST_BODY bytes (64 KiB by default).",
+                415: NOT_JSON,
                 503: DATABASE_DOWN,
             }
         ),
@@ -92,18 +94,29 @@ class TaskController(Controller):
 
         A project-scoped key triggers for its own project (filled in when `project_id` is null).
         """
+        project_id = project_in_scope(principal, data.project_id)
         try:
             job = await enqueuer.enqueue(
                 tasks.trigger_test,
                 {"message": data.message, "sleep_seconds": data.sleep_seconds, "fail": data.fail},
                 user_id=data.user_id,
-                project_id=project_in_scope(principal, data.project_id),
-                idempotency_key=idempotency_key,
+                project_id=project_id,
+                idempotency_key=project_idempotency_key(project_id, idempotency_key),
                 enqueued_by=principal.actor,
             )
         except IdempotencyConflictError as exc:
             raise conflict(exc) from None
         return JobAccepted(message=TRIGGER_ACCEPTED_MESSAGE, job_id=job.job_id)
+
+
+def project_idempotency_key(project_id: UUID | None, key: str | None) -> str | None:
+    """The key as stored: each project has its own keys, so one tenant can neither block nor
+    learn of another's (a repeat of another project's key was a 409). A job of no project
+    keeps the key as sent; a project's is its id and the key's SHA-256 (within the column's
+    255 characters, whatever the key's length)."""
+    if key is None or project_id is None:
+        return key
+    return f"project {project_id}: {hashlib.sha256(key.encode()).hexdigest()}"
 
 
 # The schema's `format: uuid` exactly: `UUID()` alone also takes braces, URNs, no dashes.
@@ -145,7 +158,7 @@ class JobController(Controller):
         responses=errors(
             {
                 400: "job_id is not a UUID.",
-                404: "There is no job with this job_id.",
+                404: "There is no job with this job_id (in the project of a scoped key).",
                 503: DATABASE_DOWN,
             }
         ),
@@ -160,7 +173,7 @@ class JobController(Controller):
         """What happened to one job: its status, timestamps, attempts, result and error
         (for a viewer, sensitive argument and result values masked)."""
         row = await _find_job(jobs_service, _parse_job_id(job_id))
-        forbid_other_project(principal, row.project_id)
+        hide_other_project(principal, row.project_id, row.job_id)
         return redactor.job(JobRead.from_row(row), principal)
 
     @post(
@@ -170,7 +183,7 @@ class JobController(Controller):
         responses=errors(
             {
                 400: "job_id is not a UUID.",
-                404: "There is no job with this job_id.",
+                404: "There is no job with this job_id (in the project of a scoped key).",
                 409: "The job has already ended (or is no longer on the queue).",
                 503: "PostgreSQL or Redis cannot be reached; nothing was changed.",
             }
@@ -191,6 +204,6 @@ class JobController(Controller):
             job_ids=[row.job_id],
             conflicts=(JobAlreadyFinishedError,),
         ):
-            forbid_other_project(principal, row.project_id)
+            hide_other_project(principal, row.project_id, row.job_id)
             await jobs_service.cancel(row, reason="cancelled by API request")
         return JobCancelRequested(message="cancellation requested", job_id=row.job_id)

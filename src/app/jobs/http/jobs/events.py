@@ -5,22 +5,19 @@ Each event's `id:` is its Redis Stream id: a client that reconnects with `Last-E
 gets the events after it, then the live ones. A heartbeat comment goes out after
 `EVENTS_HEARTBEAT_SECONDS` without an event; a stream ends after `EVENTS_MAX_STREAM_SECONDS`
 (the client reconnects and resumes). A job's stream starts with the job as `GET` shows it
-(`event: job`, unless resuming) and ends with its final status.
+(`event: job`, unless resuming) and ends with its final status, or once the key or session
+it was opened with no longer stands (`app.jobs.http.jobs.streams`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import math
 import re
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, get
-from litestar.di import NamedDependency, Provide
+from litestar import Controller, Request, get
+from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIType, Schema
@@ -28,7 +25,13 @@ from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
-from app.auth.guard import BEARER, forbid_other_project, project_in_scope, role
+from app.auth.guard import (
+    BEARER,
+    credential_check,
+    hide_other_project,
+    project_in_scope,
+    role,
+)
 from app.auth.roles import Principal, Role
 from app.db.models import BackgroundJob
 from app.http_common.responses import errors, string_only
@@ -38,16 +41,15 @@ from app.jobs.http.jobs.listing import bad_query as _bad_query
 from app.jobs.http.jobs.listing import refuse_null_filters
 from app.jobs.http.jobs.listing_schemas import text_parameter as _text
 from app.jobs.http.jobs.listing_schemas import uuid_parameter as _uuid
+from app.jobs.http.jobs.streams import EventStreams, event_message, follow
 from app.jobs.http.shared.redaction import Redactor
 from app.jobs.http.shared.schemas import JobRead
 from app.jobs.lifecycle import TERMINAL_STATUSES
-from app.jobs.reads.event_hub import EventHub, Subscription, position
 from app.jobs.reads.search import SearchError, parse_statuses
 from app.jobs.reads.service import BackgroundJobService
-from app.jobs.record.events import STATUS, JobEvent, encode
+from app.jobs.record.events import STATUS, JobEvent
 
 SNAPSHOT = "job"  # the `event:` of a job's stream's first message: the job as GET shows it
-_HEARTBEAT = ServerSentEventMessage(data=None, comment="heartbeat")
 _EVENT_ID = r"^[0-9]{1,19}(-[0-9]{1,19})?$"  # Redis's id; `<ms>` alone is `<ms>-0`
 _STREAM = (
     "A `text/event-stream`: `event: status` and `event: progress` messages whose `data` is "
@@ -71,13 +73,6 @@ class EventMessage(msgspec.Struct):
     event: Literal["job", "status", "progress"]
     id: str  # resume after it with Last-Event-ID
     data: str  # JSON: the job (`job`), or the change (`status`, `progress`)
-
-
-@dataclass(frozen=True)
-class EventStreams:
-    hub: EventHub
-    heartbeat: float  # seconds without an event before a heartbeat comment
-    max_seconds: float  # a stream's life; 0: no limit
 
 
 def _stream_answer(description: str) -> dict[int, ResponseSpec]:
@@ -104,7 +99,7 @@ class EventController(Controller):
             **errors(
                 {
                     400: "job_id is not a UUID, or Last-Event-ID is not an event id.",
-                    404: "There is no job with this job_id.",
+                    404: "There is no job with this job_id (in the project of a scoped key).",
                     503: "PostgreSQL or Redis cannot be reached.",
                 }
             ),
@@ -112,6 +107,7 @@ class EventController(Controller):
     )
     async def job_events(
         self,
+        request: Request[Any, Any, Any],
         job_id: JobIdPath,
         jobs_service: NamedDependency[BackgroundJobService],
         principal: NamedDependency[Principal],
@@ -122,7 +118,7 @@ class EventController(Controller):
         """One job's status and progress changes; ends once the job has ended."""
         wanted = _parse_job_id(job_id)
         last_event_id = _event_id(last_event_id)
-        forbid_other_project(principal, (await _find_job(jobs_service, wanted)).project_id)
+        hide_other_project(principal, (await _find_job(jobs_service, wanted)).project_id, wanted)
         hub = event_streams.hub
 
         def wants(event: JobEvent) -> bool:
@@ -134,7 +130,7 @@ class EventController(Controller):
             ended = False
             if last_event_id is not None:
                 for entry_id, event in await hub.history(last_event_id, subscription.since, wants):
-                    first.append(_message(entry_id, event))
+                    first.append(event_message(entry_id, event))
                     ended = ended or (event.kind == STATUS and event.final)
             if not ended:
                 # Read after subscribing: a change committed meanwhile is in the row or comes next.
@@ -149,7 +145,14 @@ class EventController(Controller):
             hub.unsubscribe(subscription)
             return ServerSentEvent(first)
         return ServerSentEvent(
-            _follow(first, subscription, event_streams, last_event_id, until_final=True)
+            follow(
+                first,
+                subscription,
+                event_streams,
+                last_event_id,
+                until_final=True,
+                still_valid=credential_check(request),
+            )
         )
 
     @get(
@@ -168,6 +171,7 @@ class EventController(Controller):
     )
     async def events(
         self,
+        request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
         event_streams: NamedDependency[EventStreams],
         status: Annotated[
@@ -222,9 +226,16 @@ class EventController(Controller):
         except BaseException:
             hub.unsubscribe(subscription)
             raise
-        first = [_message(entry_id, event) for entry_id, event in history]
+        first = [event_message(entry_id, event) for entry_id, event in history]
         return ServerSentEvent(
-            _follow(first, subscription, event_streams, last_event_id, until_final=False)
+            follow(
+                first,
+                subscription,
+                event_streams,
+                last_event_id,
+                until_final=False,
+                still_valid=credential_check(request),
+            )
         )
 
 
@@ -240,59 +251,8 @@ def _event_id(value: str | None) -> str | None:
     return value if "-" in value else f"{value}-0"
 
 
-def _message(entry_id: str, event: JobEvent) -> ServerSentEventMessage:
-    return ServerSentEventMessage(data=encode(event).decode(), event=event.kind, id=entry_id)
-
-
 def _snapshot(
     row: BackgroundJob, since: str, redactor: Redactor, principal: Principal
 ) -> ServerSentEventMessage:
     job = redactor.job(JobRead.from_row(row), principal)
     return ServerSentEventMessage(data=msgspec.json.encode(job).decode(), event=SNAPSHOT, id=since)
-
-
-async def _follow(
-    first: list[ServerSentEventMessage],
-    subscription: Subscription,
-    streams: EventStreams,
-    last_event_id: str | None,
-    *,
-    until_final: bool,
-) -> AsyncIterator[ServerSentEventMessage]:
-    """`first`, then the subscription's events as they come, heartbeats while none does."""
-    loop = asyncio.get_running_loop()
-    ends_at = loop.time() + streams.max_seconds if streams.max_seconds > 0 else math.inf
-    # A client's id past the stream's end (a stream that was reset) must not repeat events.
-    seen = max(position(subscription.since), position(last_event_id or "0-0"))
-    try:
-        for message in first:
-            yield message
-        while not (subscription.dropped and subscription.events.empty()):
-            remaining = ends_at - loop.time()
-            if remaining <= 0:
-                return
-            try:
-                entry_id, event = await asyncio.wait_for(
-                    subscription.events.get(), min(max(streams.heartbeat, 0.05), remaining)
-                )
-            except TimeoutError:
-                if loop.time() < ends_at:
-                    yield _HEARTBEAT
-                continue
-            if position(entry_id) <= seen:
-                continue
-            yield _message(entry_id, event)
-            if until_final and event.kind == STATUS and event.final:
-                return
-    finally:
-        streams.hub.unsubscribe(subscription)
-
-
-def events_dependencies(hub: EventHub, heartbeat: float, max_seconds: float) -> dict[str, Provide]:
-    """`event_streams`: the process's hub and the streams' timing."""
-    streams = EventStreams(hub, heartbeat, max_seconds)
-
-    def provide_event_streams() -> EventStreams:
-        return streams
-
-    return {"event_streams": Provide(provide_event_streams, use_cache=True, sync_to_thread=False)}

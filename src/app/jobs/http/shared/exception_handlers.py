@@ -31,6 +31,10 @@ _DATABASE_DOWN = (
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
+    # The server ended the statement, not the request's fault: its connection terminated
+    # mid-query (admin shutdown, a restart), a statement or lock timeout.
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.LockNotAvailableError,
     OSError,
 )
 _QUEUE_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
@@ -49,15 +53,25 @@ def _error_response(status_code: int, detail: str) -> Response[dict[str, Any]]:
     return Response({"status_code": status_code, "detail": detail}, status_code=status_code)
 
 
+def _reason(chain: list[BaseException]) -> str:
+    """The first cause's class and message, e.g. the driver's "canceling statement due to lock
+    timeout" (advanced-alchemy's wrappers may fail to print at all)."""
+    root = chain[-1]
+    try:
+        return f"{type(root).__name__}: {root}"
+    except Exception:
+        return type(root).__name__
+
+
 def unavailable_handler(
     request: Request[Any, Any, Any], exc: Exception
 ) -> Response[dict[str, Any]]:
     chain = _causes(exc)
     if any(isinstance(cause, _QUEUE_DOWN) for cause in chain):
-        log.warning("queue unavailable", path=request.url.path, error=str(exc))
+        log.warning("queue unavailable", path=request.url.path, error=_reason(chain))
         return _error_response(HTTP_503_SERVICE_UNAVAILABLE, "job queue unavailable, try again")
     if any(isinstance(cause, _DATABASE_DOWN) for cause in chain):
-        log.warning("database unavailable", path=request.url.path, error=str(exc))
+        log.warning("database unavailable", path=request.url.path, error=_reason(chain))
         return _error_response(HTTP_503_SERVICE_UNAVAILABLE, "database unavailable, try again")
     log.exception("unexpected storage error", path=request.url.path)
     return _error_response(HTTP_500_INTERNAL_SERVER_ERROR, "Internal Server Error")
