@@ -33,6 +33,7 @@ from app.asgi import build_parts
 from app.config import Settings
 from app.worker.settings import REGISTRY
 from bench.common import TERMINAL, VENV_BIN, Bench, Child, median, rounded
+from bench.job_ids import job_id_sql
 from bench.profile import Profiler
 from bench.redis_ceiling import per_job, redis_calls
 
@@ -67,15 +68,15 @@ async def fill_plain(bench: Bench, n: int) -> list[str]:
 async def fill_tracked(bench: Bench, n: int) -> list[str]:
     """The rows first (status queued, as the API writes them), then their jobs, keyed by job_id."""
     rows = await bench.db.fetch(
-        """
+        f"""
         INSERT INTO background_jobs
             (id, job_id, task_name, queue, status, arguments, attempts, max_attempts,
              created_at, updated_at)
-        SELECT gen_random_uuid(), gen_random_uuid(), $1, $2, 'queued', $3::jsonb, 0, 1,
+        SELECT gen_random_uuid(), {job_id_sql("now()", "g")}, $1, $2, 'queued', $3::jsonb, 0, 1,
                now(), now()
-        FROM generate_series(1, $4)
+        FROM generate_series(1, $4) AS g
         RETURNING job_id
-        """,
+        """,  # noqa: S608 - constants only
         TASK,
         bench.queue_name,
         json.dumps(ARGUMENTS),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
@@ -22,6 +24,7 @@ from tests.support import (
     migrate,
     start_servers,
 )
+from tests.support.partitions import partition_history
 
 
 @pytest.fixture(scope="session")
@@ -30,12 +33,23 @@ def servers() -> Iterator[Servers]:
         yield running
 
 
+HISTORY = timedelta(days=60)  # the session database's partitions reach this far back
+
+
 @pytest.fixture(scope="session")
 def database_url(servers: Servers) -> Iterator[str]:
-    """A fresh database for this test session, migrated to head."""
+    """A fresh database for this test session, migrated to head, with a partition a day
+    for the last HISTORY (as a table the workers have kept for a while)."""
     name = create_database(servers)
     url = servers.database_url(name)
     migrate(url)
+
+    async def partition() -> None:
+        engine = create_async_engine(Settings.from_env({"DATABASE_URL": url}).database_url)
+        await partition_history(engine, HISTORY)
+        await engine.dispose()
+
+    asyncio.run(partition())
     yield url
     drop_database(servers, name)
 
@@ -50,7 +64,7 @@ def settings(database_url: str, servers: Servers) -> Settings:
 async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     engine = create_async_engine(settings.database_url)
     async with engine.begin() as connection:
-        await connection.execute(text("TRUNCATE background_jobs"))
+        await connection.execute(text("TRUNCATE background_jobs, job_idempotency_keys"))
     yield engine
     await engine.dispose()
 

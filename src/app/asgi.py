@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import litestar_saq.config
@@ -58,6 +59,7 @@ from app.monitor.plugin import Monitor
 from app.monitor.security import MONITOR_PATH, session_secret
 from app.ops.collector import JobsCollector
 from app.ops.http import Operations, ScrapeAccess
+from app.ops.partitions import Partitions
 from app.ops.probes import Probes
 from app.ops.retention import Retention
 from app.runtime import tune_garbage_collector
@@ -126,8 +128,14 @@ def build_parts(settings: Settings, registry: TaskRegistry) -> Parts:
         grace=settings.reconcile_grace,
         worker_lost_after=settings.worker_lost_after,
     )
+    partitions = Partitions(
+        engine,
+        width=timedelta(minutes=settings.job_partition_minutes),
+        ahead=settings.job_partitions_ahead,
+    )
     retention = Retention(
         sessions,
+        partitions,
         redis,
         settings.queue_name,
         job_days=settings.job_retention_days,

@@ -169,7 +169,10 @@ class Settings:
     auth_disabled: bool = False
     admin_key_digest: str | None = field(default=None, repr=False)
     # Operations (README, docs/security.md): retention of ended jobs, the /metrics scrape.
-    job_retention_days: int = 30  # 0: ended jobs are kept for ever
+    job_retention_days: float = 30.0  # 0: ended jobs are kept for ever; fractions allowed
+    # background_jobs's partitions (docs/scaling.md): their width, and how many are made ahead.
+    job_partition_minutes: int = 1440
+    job_partitions_ahead: int = 3
     audit_retention_days: int = 0  # 0: the audit log is kept for ever
     retention_interval: float = 3600.0
     metrics_token_digest: str | None = field(default=None, repr=False)
@@ -230,6 +233,12 @@ class Settings:
             auth_disabled=_env_bool(env, "AUTH_DISABLED", defaults.auth_disabled),
             admin_key_digest=_admin_key_digest(env),
             job_retention_days=_env_number(env, "JOB_RETENTION_DAYS", defaults.job_retention_days),
+            job_partition_minutes=_env_number(
+                env, "JOB_PARTITION_MINUTES", defaults.job_partition_minutes, minimum=1
+            ),
+            job_partitions_ahead=_env_number(
+                env, "JOB_PARTITIONS_AHEAD", defaults.job_partitions_ahead, minimum=1
+            ),
             audit_retention_days=_env_number(
                 env, "AUDIT_RETENTION_DAYS", defaults.audit_retention_days
             ),

@@ -14,22 +14,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import pytest
-from sqlalchemy import ClauseElement, Executable, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from app.config import Settings
 from app.jobs.reads.queries import count_statement, page_statement, status_breakdown_statement
 from app.jobs.reads.search import JobSearch, Position, parse_q
 from app.ops.collector import LOST_CAP, LOST_WORKER_JOBS
 from tests.support import Servers, create_database, drop_database, migrate
+from tests.support.partitions import partition_history
+from tests.support.plans import Explain, nodes
 
 ROWS = 100_000
 
@@ -129,26 +129,6 @@ SEARCHES: dict[str, JobSearch] = {
 CURSOR = Position(NOW - timedelta(days=4), UUID(int=2**127))
 
 
-class Explain(Executable, ClauseElement):
-    """`EXPLAIN (FORMAT JSON) <statement>`, compiled with the statement's own parameters."""
-
-    inherit_cache = False
-
-    def __init__(self, statement: Any) -> None:
-        self.statement = statement
-
-
-@compiles(Explain, "postgresql")
-def _explain(element: Explain, compiler: SQLCompiler, **kw: Any) -> str:
-    return "EXPLAIN (FORMAT JSON) " + compiler.process(element.statement, **kw)
-
-
-def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from nodes(child)
-
-
 @pytest.fixture(scope="module")
 async def table(servers: Servers) -> AsyncIterator[AsyncEngine]:
     """A throwaway database, migrated, with ROWS rows, vacuumed and analyzed."""
@@ -157,6 +137,7 @@ async def table(servers: Servers) -> AsyncIterator[AsyncEngine]:
     migrate(url)
     settings = Settings.from_env({"DATABASE_URL": url})
     engine = create_async_engine(settings.database_url, **settings.engine_options())
+    await partition_history(engine, timedelta(days=31))  # a partition a day, as in production
     async with engine.begin() as connection:
         await connection.execute(text(_GENERATE), {"rows": ROWS})
     async with engine.connect() as connection:
@@ -220,8 +201,43 @@ async def test_several_statuses_are_merged_from_one_index_scan_each(table: Async
     found = await plan_of(table, page_statement(SEARCHES["several statuses (rare)"],
                                                 after=None, limit=50, offset=0))  # fmt: skip
     assert "Merge Append" in [node["Node Type"] for node in found]
+    async with table.connect() as connection:
+        status_index = set((await connection.execute(text(_PARTS_OF_THE_STATUS_INDEX))).scalars())
+        holding_rows = set((await connection.execute(text(_PARTITIONS_WITH_ROWS))).scalars())
     scans = [node for node in found if node["Node Type"] == "Index Scan"]
-    assert {node["Index Name"] for node in scans} == {"ix_background_jobs_status_created_at_id"}
+    # In each partition that holds rows, its part of the status index (an empty partition
+    # ahead of now has no statistics, and any index reads nothing there).
+    used = {node["Index Name"] for node in scans if node["Relation Name"] in holding_rows}
+    assert len(used) >= 30
+    assert used <= status_index
+
+
+_PARTS_OF_THE_STATUS_INDEX = """
+SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'ix_background_jobs_status_created_at_id'::regclass
+"""
+_PARTITIONS_WITH_ROWS = """
+SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'background_jobs'::regclass AND c.reltuples > 0
+"""
+
+
+async def test_the_newest_first_list_reads_the_newest_partitions_only(table: AsyncEngine) -> None:
+    """An ordered Append: the partitions in the list's order, each read only if the newer
+    ones did not fill the page, so a page costs the same with 30 partitions or 300."""
+    statement = page_statement(SEARCHES["no filter"], after=None, limit=50, offset=0)
+    async with AsyncSession(table) as session:
+        explained = (await session.execute(Explain(statement, analyze=True))).scalar_one()
+    found = list(
+        nodes((explained if isinstance(explained, list) else json.loads(explained))[0]["Plan"])
+    )
+    appends = [node for node in found if node["Node Type"] == "Append"]
+    assert appends, [node["Node Type"] for node in found]
+    scans = [node for node in nodes(appends[0]) if node["Node Type"].startswith("Index")]
+    read = [node for node in scans if node["Actual Loops"] > 0]
+    assert len(scans) >= 30
+    # The empty partitions ahead of now (3), today's, and perhaps yesterday's.
+    assert 1 <= len(read) <= 3 + 2, [node["Relation Name"] for node in read]
 
 
 async def test_the_rows_and_the_planner_statistics_are_there(table: AsyncEngine) -> None:

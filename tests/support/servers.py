@@ -109,10 +109,12 @@ def drop_database(servers: Servers, name: str) -> None:
     psql(servers.database_url("postgres"), f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def migrate(database_url: str) -> None:
-    """Apply the real Alembic migrations with the command the README gives."""
+def migrate(database_url: str, revision: str = "head", *, down: bool = False) -> None:
+    """Apply the real Alembic migrations with the command the README gives (up to
+    `revision`; `down`: back to it)."""
+    command = "downgrade" if down else "upgrade"
     done = subprocess.run(
-        [str(VENV_BIN / "litestar"), "--app", APP, "database", "upgrade", "--no-prompt"],
+        [str(VENV_BIN / "litestar"), "--app", APP, "database", command, revision, "--no-prompt"],
         capture_output=True,
         text=True,
         env={**os.environ, "DATABASE_URL": database_url},

@@ -80,7 +80,9 @@ def test_the_check_constraint_and_the_partial_index_are_the_migrations_spelling(
     table = BackgroundJob.__table__
     checks = {c.name: str(c.sqltext) for c in table.constraints if isinstance(c, CheckConstraint)}
     assert checks["ck_background_jobs_status"] == every_status
-    index = next(i for i in table.indexes if i.name == "ix_background_jobs_unfinished_updated_at")
+    index = next(
+        i for i in table.indexes if i.name == "ix_background_jobs_unfinished_updated_at_job_id"
+    )
     assert isinstance(index, Index)
     assert str(index.dialect_options["postgresql"]["where"]) == unfinished
 

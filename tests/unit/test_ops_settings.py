@@ -38,7 +38,9 @@ def test_values_are_read_and_the_token_is_kept_as_its_digest_only() -> None:
     ("name", "value", "message"),
     [
         ("JOB_RETENTION_DAYS", "-1", "must be >= 0"),
-        ("JOB_RETENTION_DAYS", "a month", "must be an integer"),
+        ("JOB_RETENTION_DAYS", "a month", "must be a number"),
+        ("JOB_PARTITION_MINUTES", "0", "must be >= 1"),
+        ("JOB_PARTITIONS_AHEAD", "0", "must be >= 1"),
         ("RETENTION_INTERVAL", "0", "must be >= 1"),
         ("METRICS_TOKEN", "short", "at least 32 characters"),
         ("METRICS_PUBLIC", "sometimes", "boolean"),

@@ -1,16 +1,25 @@
 """The tables: `background_jobs` (one row per tracked job, the truth about what happened to
-it), `api_keys` and `job_actions` (who may act, and what they did: docs/security.md), and
+it, partitioned by `created_at`), `job_idempotency_keys` (the Idempotency-Keys in use),
+`api_keys` and `job_actions` (who may act, and what they did: docs/security.md), and
 `schedule_pauses` (the cron schedules an operator paused)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from advanced_alchemy.base import DefaultBase, UUIDv7AuditBase, UUIDv7Base
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import CheckConstraint, Float, Index, String, Text, text
+from sqlalchemy import (
+    CheckConstraint,
+    Float,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.orm import Mapped, mapped_column
@@ -22,14 +31,25 @@ from app.jobs.lifecycle import TERMINAL_STATUSES, UNFINISHED_STATUSES, JobStatus
 LISTED_BY = ("status", "task_name", "queue", "user_id", "project_id", "worker_id")
 
 
+# A job id spells its row's creation time (app/jobs/ids.py); the function is migration 0009's.
+JOB_ID_SPELLS_CREATED_AT = "coalesce(job_id_created_at(job_id) = created_at, true)"
+
+
 class BackgroundJob(UUIDv7AuditBase):
     """A job's lifecycle row; `job_id` is the id the API returns and, for the jobs the outbox
-    makes, the SAQ job key."""
+    makes, the SAQ job key.
+
+    Partitioned by range of `created_at` (app/ops/partitions.py), so each unique key holds
+    `created_at` too: `job_id` is unique because it spells `created_at` (the CHECK), and the
+    Idempotency-Keys are unique in `job_idempotency_keys`.
+    """
 
     __tablename__ = "background_jobs"
     __table_args__ = (
+        UniqueConstraint("job_id", "created_at", name="uq_background_jobs_job_id_created_at"),
         CheckConstraint(status_in(JobStatus), name="status"),
         CheckConstraint("attempts >= 0", name="attempts"),
+        CheckConstraint(JOB_ID_SPELLS_CREATED_AT, name="job_id_created_at"),
         # The job list's order, `created_at DESC, id DESC`, after each filter's column: an
         # index scan returns a page in order, never sorted (app/jobs/reads/queries.py).
         *(
@@ -44,18 +64,27 @@ class BackgroundJob(UUIDv7AuditBase):
             postgresql_where=text("error IS NOT NULL"),  # has_error, error:, a small share
         ),
         Index(
-            "ix_background_jobs_unfinished_updated_at",
+            "ix_background_jobs_unfinished_updated_at_job_id",
             "updated_at",
+            "job_id",
             postgresql_where=text(status_in(UNFINISHED_STATUSES)),  # the reconciler's rows
         ),
         Index(
             "ix_background_jobs_ended_updated_at",
             "updated_at",
-            postgresql_where=text(status_in(TERMINAL_STATUSES)),  # what retention deletes
+            postgresql_where=text(status_in(TERMINAL_STATUSES)),  # ended rows, by last change
         ),
+        {"postgresql_partition_by": "RANGE (created_at)"},
     )
 
-    job_id: Mapped[UUID] = mapped_column(unique=True, index=False)
+    # The partition key, hence part of the primary key (`id`, `created_at`).
+    created_at: Mapped[datetime] = mapped_column(
+        DateTimeUTC(timezone=True),
+        primary_key=True,
+        default=lambda: datetime.now(UTC),
+        sort_order=3002,
+    )
+    job_id: Mapped[UUID] = mapped_column(index=False)
     # SAQ's key when it is not `job_id`: a job the outbox did not make (a cron run, a caller's
     # own key, a plain `queue.enqueue`), whose row was created when the queue first saw it.
     job_key: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -85,13 +114,27 @@ class BackgroundJob(UUIDv7AuditBase):
     user_id: Mapped[UUID | None] = mapped_column(nullable=True)
     project_id: Mapped[UUID | None] = mapped_column(nullable=True)
     worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    # Set when the trigger carried an Idempotency-Key: repeats return this row.
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
+    # Set when the trigger carried an Idempotency-Key: repeats return this row (the key's
+    # uniqueness is `job_idempotency_keys`').
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     request_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Who triggered it (an API key's display prefix): the row is the audit record of its creation.
     enqueued_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+
+
+class JobIdempotencyKey(DefaultBase):
+    """An Idempotency-Key in use, and the job it made: the key's uniqueness, which a
+    partitioned `background_jobs` cannot hold (a unique index there must include
+    `created_at`). Retention deletes a key with its job's partition."""
+
+    __tablename__ = "job_idempotency_keys"
+    __table_args__ = (Index("ix_job_idempotency_keys_created_at", "created_at"),)
+
+    idempotency_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    job_id: Mapped[UUID]
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
 
 
 class ApiKey(UUIDv7AuditBase):

@@ -21,6 +21,8 @@ from uuid import UUID
 import msgspec
 from saq.job import Job as SaqJob
 
+from app.jobs.ids import created_at_of
+
 
 class JobStatus(StrEnum):
     QUEUED = "queued"
@@ -140,6 +142,12 @@ def _text(value: str | None) -> str | None:
     return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
 
 
+def _created_at(job: SaqJob) -> datetime:
+    row_id = row_id_of(job)
+    spelled = created_at_of(row_id) if row_id is not None else None
+    return spelled or epoch_ms_to_datetime(job.queued) or datetime.now(UTC)
+
+
 @dataclass(frozen=True)
 class NewRow:
     """What the row of a job the outbox did not make is created with, when first seen."""
@@ -164,7 +172,8 @@ class NewRow:
             max_attempts=max(job.retries, 1),
             cron=_text(str(cron)) if cron else None,
             scheduled_at=datetime.fromtimestamp(job.scheduled, tz=UTC) if job.scheduled else None,
-            created_at=epoch_ms_to_datetime(job.queued) or datetime.now(UTC),
+            # The time its row id spells (the row's partition); an older id spells none.
+            created_at=_created_at(job),
         )
 
 

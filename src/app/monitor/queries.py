@@ -22,6 +22,7 @@ from sqlalchemy.sql.util import ClauseAdapter
 from app.jobs.lifecycle import JobStatus
 from app.jobs.reads.queries import (
     JOBS,
+    by_job_ids,
     indexed_conditions,
     scanned_conditions,
     status_breakdown_statement,
@@ -96,7 +97,7 @@ class MonitorQueries:
             conditions.append(c.status.in_([s.value for s in search.statuses]))
         statement = (
             select(JOBS)
-            .where(c.job_id.in_(list(job_ids)), *conditions)
+            .where(*by_job_ids(job_ids), *conditions)
             .order_by(c.created_at.desc(), c.id.desc())
         )
         async with self._sessions() as session:

@@ -158,10 +158,12 @@ class PruneRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class PruneResult(msgspec.Struct):
-    deleted: int  # rows of background_jobs deleted
-    older_than_days: int
-    cutoff: datetime  # ended jobs whose last change is before this were deleted
-    complete: bool  # false: the call stopped at its bound and more such rows remain
+    deleted: int  # rows of background_jobs deleted (with their partitions)
+    older_than_days: int | float  # a fraction only from JOB_RETENTION_DAYS
+    cutoff: datetime  # partitions of jobs created before this were dropped
+    complete: bool  # false: partitions past the window are left for the next call
+    partitions: list[str] = msgspec.field(default_factory=list)  # dropped
+    kept: list[str] = msgspec.field(default_factory=list)  # past the window, not dropped yet
 
 
 class OpsController(Controller):
@@ -192,11 +194,12 @@ class OpsController(Controller):
         principal: NamedDependency[Principal],
         data: JSONBody[PruneRequest | None] = None,
     ) -> PruneResult:
-        """Delete ended jobs (`complete`, `failed`, `aborted`) whose last change is older
-        than `older_than_days` (default: JOB_RETENTION_DAYS), in batches, oldest first;
-        never a queued or running job. One audit row (`prune`)."""
+        """Drop the partitions of jobs created more than `older_than_days` ago (default:
+        JOB_RETENTION_DAYS), oldest first; their queued and running jobs, and those changed
+        since, stay. One audit row (`prune`)."""
         asked_days = data.older_than_days if data is not None else None
-        days = int(asked_days) if asked_days is not None else retention.job_days
+        days: int | float = int(asked_days) if asked_days is not None else retention.job_days
+        days = int(days) if float(days).is_integer() else days
         if not days:
             raise ValidationException(
                 detail="retention is off (JOB_RETENTION_DAYS=0): give older_than_days"
@@ -215,9 +218,11 @@ class OpsController(Controller):
             AuditAction.PRUNE,
             filter={**asked, "cutoff": pruned.cutoff.isoformat()},
             count=pruned.deleted,
-            detail=None if pruned.complete else "stopped at the per-call bound; more remain",
+            detail=None if pruned.complete else f"left for a later pass: {', '.join(pruned.kept)}",
         )
-        return PruneResult(pruned.deleted, days, pruned.cutoff, pruned.complete)
+        return PruneResult(
+            pruned.deleted, days, pruned.cutoff, pruned.complete, pruned.partitions, pruned.kept
+        )
 
 
 class Operations(InitPluginProtocol):

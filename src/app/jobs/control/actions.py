@@ -20,7 +20,7 @@ from sqlalchemy import select, union_all
 
 from app.db.models import BackgroundJob
 from app.jobs.lifecycle import RETRYABLE_STATUSES, UNFINISHED_STATUSES, JobStatus, row_id_of
-from app.jobs.reads.queries import indexed_conditions
+from app.jobs.reads.queries import by_job_ids, indexed_conditions
 from app.jobs.reads.search import JobSearch
 from app.jobs.record.events import STATUS, JobEvent
 from app.jobs.record.statements import RETRY_ENDED, retry_parameters
@@ -73,7 +73,7 @@ class JobActions:
         if not ids:
             return []
         c = _JOBS.c
-        statement = select(c.job_id, c.status, c.project_id, c.job_key).where(c.job_id.in_(ids))
+        statement = select(c.job_id, c.status, c.project_id, c.job_key).where(*by_job_ids(ids))
         async with self._sessions() as session:
             rows = (await session.execute(statement)).all()
         return [FoundJob(row[0], JobStatus(row[1]), row[2], row[3]) for row in rows]

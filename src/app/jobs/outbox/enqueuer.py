@@ -13,19 +13,20 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from uuid import UUID, uuid4
 
 import structlog
 from saq.job import Job as SaqJob
-from sqlalchemy import bindparam, select, text
 
 from app.db.models import BackgroundJob
-from app.jobs.lifecycle import FROM_OUTBOX, MANUAL_RETRIES, ROW_ID, JobStatus, to_json
-from app.jobs.record.statements import Execute
+from app.jobs.ids import new_job_id
+from app.jobs.lifecycle import FROM_OUTBOX, MANUAL_RETRIES, ROW_ID, JobStatus
+from app.jobs.outbox.rows import FIRST_WITH_KEY, FREE_STALE_KEY, EnqueuedJob, insert_rows
 from app.jobs.registry import TaskFunction, TaskPolicy, TaskRegistry, UnknownTaskError
+
+__all__ = ["Batcher", "EnqueuedJob", "Enqueuer", "IdempotencyConflictError", "request_fingerprint"]
 
 if TYPE_CHECKING:
     from app.db.connection import Connection
@@ -80,89 +81,12 @@ class IdempotencyConflictError(ValueError):
     """The Idempotency-Key was used before with a different request."""
 
 
-@dataclass(frozen=True, slots=True)
-class EnqueuedJob:
-    """A job's row as `enqueue` recorded it (a replayed request: as the first one did).
-
-    A plain record, not an ORM object, which would cost the trigger more (docs/benchmarks.md).
-    Read the row itself (`BackgroundJobService.get_by_job_id`) for what happened since.
-    """
-
-    id: UUID
-    job_id: UUID
-    task_name: str
-    queue: str
-    status: str
-    arguments: dict[str, Any]
-    attempts: int
-    max_attempts: int
-    user_id: UUID | None
-    project_id: UUID | None
-    idempotency_key: str | None
-    request_fingerprint: str | None
-    created_at: datetime
-    enqueued_by: str | None = None  # the API key (display prefix) that triggered it
-
-
 def request_fingerprint(task_name: str, arguments: Mapping[str, Any], *ids: UUID | None) -> str:
     """What makes two requests "the same" for an Idempotency-Key."""
     canonical = json.dumps(
         [task_name, arguments, [str(i) if i else None for i in ids]], sort_keys=True, default=str
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-# One statement whatever the batch size, so it is prepared once per connection.
-# ON CONFLICT DO NOTHING: of requests with one Idempotency-Key, exactly one inserts (also
-# within one batch).
-INSERT_QUEUED = text(
-    """
-    INSERT INTO background_jobs (id, job_id, task_name, queue, status, arguments, errors,
-        attempts, max_attempts, user_id, project_id, idempotency_key, request_fingerprint,
-        enqueued_by, created_at, updated_at)
-    SELECT v.id, v.job_id, v.task_name, v.queue, 'queued', v.arguments, '[]'::jsonb,
-        0, v.max_attempts, v.user_id, v.project_id, v.idempotency_key, v.request_fingerprint,
-        v.enqueued_by, v.created_at, v.created_at
-    FROM unnest(
-        CAST(:ids AS uuid[]), CAST(:job_ids AS uuid[]), CAST(:task_names AS text[]),
-        CAST(:queues AS text[]), CAST(:arguments AS jsonb[]), CAST(:max_attempts AS integer[]),
-        CAST(:user_ids AS uuid[]), CAST(:project_ids AS uuid[]), CAST(:keys AS text[]),
-        CAST(:fingerprints AS text[]), CAST(:enqueued_by AS text[]),
-        CAST(:created AS timestamptz[])
-    ) AS v(id, job_id, task_name, queue, arguments, max_attempts, user_id, project_id,
-           idempotency_key, request_fingerprint, enqueued_by, created_at)
-    ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING job_id
-    """
-)
-
-# The row an Idempotency-Key already names, read on the outbox's own connection: the
-# trigger opens no session (docs/benchmarks.md).
-_FIRST_WITH_KEY = select(
-    *(BackgroundJob.__table__.c[name] for name in EnqueuedJob.__dataclass_fields__)
-).where(BackgroundJob.idempotency_key == bindparam("key"))
-
-
-async def insert_rows(execute: Execute, rows: Sequence[EnqueuedJob]) -> set[UUID]:
-    """Insert new `queued` rows in one statement; returns the job ids actually inserted."""
-    result = await execute(
-        INSERT_QUEUED,
-        {
-            "ids": [r.id for r in rows],
-            "job_ids": [r.job_id for r in rows],
-            "task_names": [r.task_name for r in rows],
-            "queues": [r.queue for r in rows],
-            "arguments": [to_json(r.arguments) for r in rows],
-            "max_attempts": [r.max_attempts for r in rows],
-            "user_ids": [r.user_id for r in rows],
-            "project_ids": [r.project_id for r in rows],
-            "keys": [r.idempotency_key for r in rows],
-            "fingerprints": [r.request_fingerprint for r in rows],
-            "enqueued_by": [r.enqueued_by for r in rows],
-            "created": [r.created_at for r in rows],
-        },
-    )
-    return {row[0] for row in result}
 
 
 class Enqueuer:
@@ -206,9 +130,10 @@ class Enqueuer:
             if idempotency_key is not None
             else None
         )
+        created_at = datetime.now(UTC)
         job = EnqueuedJob(
             id=uuid4(),
-            job_id=uuid4(),
+            job_id=new_job_id(created_at),  # spells created_at: its partition (app/jobs/ids.py)
             task_name=task_name,
             queue=self.queue.name,
             status=JobStatus.QUEUED.value,
@@ -219,13 +144,17 @@ class Enqueuer:
             project_id=project_id,
             idempotency_key=idempotency_key,
             request_fingerprint=fingerprint,
-            created_at=datetime.now(UTC),
+            created_at=created_at,
             enqueued_by=enqueued_by,
         )
-        if await self._batcher.submit(job):
-            return job
-        # ON CONFLICT DO NOTHING inserted nothing: this idempotency key was used before.
-        return await self._replay(cast("str", idempotency_key), cast("str", fingerprint))
+        for _ in range(2):
+            if await self._batcher.submit(job):
+                return job
+            # ON CONFLICT DO NOTHING inserted nothing: this idempotency key was used before.
+            first = await self._replay(cast("str", idempotency_key), cast("str", fingerprint))
+            if first is not None:
+                return first
+        raise RuntimeError(f"Idempotency-Key {idempotency_key!r} is taken and its row is gone")
 
     async def enqueue_recorded(self, rows: Sequence[EnqueuedJob | BackgroundJob]) -> list[bool]:
         """Put already recorded rows' jobs on the queue (again) in one round trip; for each
@@ -276,10 +205,13 @@ class Enqueuer:
         await self.enqueue_recorded([job for job in jobs if job.job_id in inserted])
         return [job.job_id in inserted for job in jobs]
 
-    async def _replay(self, idempotency_key: str, fingerprint: str) -> EnqueuedJob:
-        rows = await self._connection.execute(_FIRST_WITH_KEY, {"key": idempotency_key})
-        if not rows:  # pragma: no cover - a key is never deleted
-            raise RuntimeError("idempotency key vanished")
+    async def _replay(self, idempotency_key: str, fingerprint: str) -> EnqueuedJob | None:
+        """The row the key names; None if it is gone (retention dropped it and has not yet
+        deleted its key), in which case the key is freed for this request."""
+        rows = await self._connection.execute(FIRST_WITH_KEY, {"key": idempotency_key})
+        if not rows:
+            await self._connection.execute(FREE_STALE_KEY, {"key": idempotency_key})
+            return None
         first = EnqueuedJob(**rows[0]._asdict())
         if first.request_fingerprint != fingerprint:
             raise IdempotencyConflictError(

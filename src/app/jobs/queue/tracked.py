@@ -18,8 +18,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Sequence
+from datetime import UTC, datetime
 from typing import Any
-from uuid import uuid4
 
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -30,6 +30,7 @@ from saq.queue.base import logger as saq_log
 from saq.queue.redis import RedisQueue
 from saq.utils import now
 
+from app.jobs.ids import new_job_id
 from app.jobs.lifecycle import ROW_ID, Transition, UntrackedJobError
 from app.jobs.metrics import JobMetrics
 from app.jobs.pipeline import CommandBatcher, RedisUnreachable
@@ -119,7 +120,8 @@ class TrackedQueue(RedisQueue):
         """A job the outbox did not make: its own row id, and its row once Redis has it."""
         if self.pauses is not None and await self.pauses.refuses(self, job):
             return None  # a run of a paused schedule: refused like a key still unfinished
-        job.meta = {**(job.meta or {}), ROW_ID: str(uuid4())}  # a copy: a CronJob shares its meta
+        # A copy: a CronJob shares its meta. The id spells the row's created_at (its partition).
+        job.meta = {**(job.meta or {}), ROW_ID: str(new_job_id(datetime.now(UTC)))}
         enqueued = await super()._enqueue(job)
         if enqueued is not None:  # None: SAQ refused it, its key is still unfinished
             self._report(enqueued)

@@ -12,9 +12,11 @@ returns one status's rows in order, not several statuses' together.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import (
     ColumnElement,
@@ -33,12 +35,43 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from app.db.models import BackgroundJob
+from app.jobs.ids import EARLIEST, LATEST, created_at_of, created_between
+from app.jobs.lifecycle import UNFINISHED_STATUSES
 from app.jobs.reads.search import SCAN_LIMIT, JobSearch, Position
 
 TOTAL_LIMIT = 1_000  # a list counts its rows up to here, then says "more than"
 
 JOBS = BackgroundJob.__table__
 MATCHED, EXAMINED, MATCHED_SO_FAR, TOTAL = "_matched", "_examined", "_matched_so_far", "_total"
+
+
+def by_job_ids(job_ids: Iterable[UUID]) -> list[ColumnElement[bool]]:
+    """The rows of `job_ids`, read only in the partitions their times fall in (ids spell
+    their row's `created_at`: app/jobs/ids.py); one id alone, in its one partition."""
+    ids = list(job_ids)
+    c = JOBS.c
+    if len(ids) == 1 and (created_at := created_at_of(ids[0])) is not None:
+        return [c.job_id == ids[0], c.created_at == created_at]
+    oldest, newest = created_between(ids)
+    if (oldest, newest) == (EARLIEST, LATEST):
+        return [c.job_id.in_(ids)]
+    return [c.job_id.in_(ids), c.created_at.between(oldest, newest)]
+
+
+def unfinished_statement(
+    older_than: datetime, after: tuple[datetime, UUID] | None, limit: int
+) -> Select[BackgroundJob]:
+    """The reconciler's page: unfinished rows unchanged since `older_than`, after `after`, in
+    the order of the partial index on `(updated_at, job_id)` of unfinished rows, which each
+    partition has: its scans are merged in order, never sorted."""
+    c = BackgroundJob
+    conditions: list[ColumnElement[bool]] = [
+        c.status.in_(sorted(status.value for status in UNFINISHED_STATUSES)),
+        c.updated_at < older_than,
+    ]
+    if after is not None:
+        conditions.append(tuple_(c.updated_at, c.job_id) > tuple_(*after))
+    return select(c).where(*conditions).order_by(c.updated_at, c.job_id).limit(limit)
 
 
 def _like(value: str) -> str:

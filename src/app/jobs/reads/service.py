@@ -13,20 +13,21 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from advanced_alchemy.filters import CollectionFilter, ComparisonFilter, LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import ColumnElement, Executable, Row, RowMapping, tuple_
+from sqlalchemy import Executable, Row, RowMapping
 
 from app.db.models import BackgroundJob
-from app.jobs.lifecycle import TERMINAL_STATUSES, UNFINISHED_STATUSES, Transition, row_id_of
+from app.jobs.lifecycle import TERMINAL_STATUSES, Transition, row_id_of
 from app.jobs.reads.queries import (
     TOTAL,
     ListedPage,
+    by_job_ids,
     capped_total,
     count_statement,
     page_statement,
     read_page,
+    unfinished_statement,
 )
 from app.jobs.reads.search import JobSearch, Position
 from app.jobs.reads.stats import stats_statement
@@ -112,8 +113,9 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
     # -- reads -------------------------------------------------------------------------------
 
     async def get_by_job_id(self, job_id: UUID) -> BackgroundJob | None:
+        """The job's row: one index probe, in the partition its id's time falls in."""
         async with self._unit_of_work():
-            return await self.get_one_or_none(job_id=job_id)
+            return await self.get_one_or_none(*by_job_ids([job_id]))
 
     async def search_page(
         self, search: JobSearch, *, after: Position | None, limit: int, offset: int
@@ -150,19 +152,9 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
 
         `after` is where the previous page ended, so long waits never hide the rows behind them.
         """
-        after_previous_page: list[ColumnElement[bool]] = (
-            [tuple_(BackgroundJob.updated_at, BackgroundJob.job_id) > tuple_(*after)]
-            if after is not None
-            else []
-        )
-        async with self._unit_of_work():
-            return await self.get_many(
-                CollectionFilter("status", sorted(status.value for status in UNFINISHED_STATUSES)),
-                ComparisonFilter("updated_at", "lt", older_than),
-                *after_previous_page,
-                OrderBy("updated_at"),
-                OrderBy("job_id"),
-                LimitOffset(limit=limit, offset=0),
+        async with self._unit_of_work() as session:
+            return list(
+                (await session.scalars(unfinished_statement(older_than, after, limit))).all()
             )
 
     # -- repairs -----------------------------------------------------------------------------

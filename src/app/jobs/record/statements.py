@@ -16,6 +16,7 @@ from uuid import UUID, uuid4
 
 from sqlalchemy import Executable, Row, text
 
+from app.jobs.ids import created_between
 from app.jobs.lifecycle import (
     ALLOWED_SOURCES,
     RETRYABLE_STATUSES,
@@ -60,6 +61,8 @@ _UPDATE = """
         updated_at = now()
     FROM {batch}
     WHERE b.job_id = v.job_id
+      -- The batch's ids spell their rows' times: only their partitions are read.
+      AND b.created_at BETWEEN CAST(:oldest AS timestamptz) AND CAST(:newest AS timestamptz)
       AND b.status = ANY(string_to_array(v.sources, ','))
       AND b.attempts <= v.attempt
       AND b.manual_retries <= v.manual_retries
@@ -147,6 +150,7 @@ async def write_transitions(execute: Execute, transitions: Sequence[Transition])
     batch = list(folded.values())
     parameters: dict[str, Any] = {
         "job_ids": [f.last.job_id for f in batch],
+        **_created_between(f.last.job_id for f in batch),
         "statuses": [f.last.status.value for f in batch],
         "sources": [_SOURCES[f.last.status] for f in batch],
         "attempts": [max(f.first.attempt, f.last.attempt) for f in batch],
@@ -194,13 +198,26 @@ RETRY_ENDED = text(
             'retried_from', status, 'retried_by', CAST(:actor AS text))),
         updated_at = now()
     WHERE job_id = ANY(CAST(:job_ids AS uuid[])) AND {status_in(RETRYABLE_STATUSES)}
+      AND created_at BETWEEN CAST(:oldest AS timestamptz) AND CAST(:newest AS timestamptz)
     RETURNING *
     """  # noqa: S608 - built from this module's constants only
 )
 
 
 def retry_parameters(job_ids: Iterable[UUID], actor: str) -> dict[str, Any]:
-    return {"job_ids": list(job_ids), "actor": actor, "at": datetime.now(UTC).isoformat()}
+    ids = list(job_ids)
+    return {
+        "job_ids": ids,
+        "actor": actor,
+        "at": datetime.now(UTC).isoformat(),
+        **_created_between(ids),
+    }
+
+
+def _created_between(job_ids: Iterable[UUID]) -> dict[str, datetime]:
+    """The bounds on `created_at` the statements read between (only those partitions)."""
+    oldest, newest = created_between(job_ids)
+    return {"oldest": oldest, "newest": newest}
 
 
 # The statement's parameter -> the `NewRow` field it lists.
