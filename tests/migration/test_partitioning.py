@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 import pytest
@@ -100,6 +101,20 @@ async def test_a_filled_table_becomes_the_first_partition_and_comes_back(
     )
     assert keys_after == keys_before
     assert len(keys_after) == ROWS // 10
+    # job_stats holds the last 8 days' ended jobs, counted as the recorder counts them.
+    week = await connection.fetchval("SELECT date_trunc('hour', now() - interval '7 days')")
+    ended_recently = await connection.fetchval(
+        "SELECT count(*) FROM background_jobs WHERE status IN ('complete', 'failed', 'aborted')"
+        " AND created_at >= $1",
+        week,
+    )
+    counted = await connection.fetchval(
+        "SELECT sum(n) FROM job_stats WHERE kind = 'hour' AND project_id = $1 AND at >= $2"
+        " AND measure IN ('complete', 'failed', 'aborted')",
+        UUID(int=0),
+        week,
+    )
+    assert counted == ended_recently > 500
 
     new = await shape(connection, "background_jobs")
     indexes = dict(new["indexes"])

@@ -10,7 +10,10 @@ from uuid import UUID
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from app.db.connection import HeldConnection
 from app.db.models import BackgroundJob
+from app.jobs.lifecycle import JobStatus, Transition
+from app.jobs.record.statements import apply_transitions
 
 T = TypeVar("T")
 
@@ -100,3 +103,35 @@ async def insert_rows(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
     """`background_jobs` rows as given, in one statement (tests that need a table's shape)."""
     async with engine.begin() as connection:
         await connection.execute(insert(BackgroundJob.__table__), rows)
+
+
+async def record_rows(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
+    """`background_jobs` rows as the system writes them: inserted `queued` at their
+    `created_at`, then moved to their status (through `running` at their `started_at`, if
+    any) by the recorder's statement, which also counts the ended ones in `job_stats`."""
+    queued = [
+        {**row, "status": "queued", "started_at": None, "completed_at": None,
+         "updated_at": row["created_at"]}
+        for row in rows
+    ]  # fmt: skip
+    await insert_rows(engine, queued)
+    started, ended = [], []
+    for row in rows:
+        status = JobStatus(row["status"])
+        if row.get("started_at") is not None:
+            started.append(
+                Transition(row["job_id"], row["task_name"], JobStatus.RUNNING, 1,
+                           worker_id="w", started_at=row["started_at"])
+            )  # fmt: skip
+        if status is not JobStatus.QUEUED and status is not JobStatus.RUNNING:
+            ended.append(
+                Transition(row["job_id"], row["task_name"], status, 1,
+                           started_at=row.get("started_at"), completed_at=row["completed_at"])
+            )  # fmt: skip
+    held = HeldConnection(lambda: engine)
+    try:
+        for batch in (started, ended):
+            if batch:
+                await apply_transitions(held.execute, batch)
+    finally:
+        await held.close()

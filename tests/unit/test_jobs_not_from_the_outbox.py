@@ -133,8 +133,8 @@ async def test_a_batch_of_outbox_jobs_stays_one_plain_update() -> None:
     job = Job(function="f", key=str(uuid4()), status=Status.ACTIVE, attempts=1)
     await apply_transitions(connection.execute, [Transition.of(job)])
     (update,) = connection.executed
-    assert update.statement.lstrip().startswith("UPDATE background_jobs")
-    assert "INSERT" not in update.statement
+    assert "UPDATE background_jobs" in update.statement
+    assert "INSERT INTO background_jobs" not in update.statement  # only job_stats's counts
     assert "job_keys" not in update.parameters
 
 

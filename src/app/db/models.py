@@ -1,5 +1,6 @@
 """The tables: `background_jobs` (one row per tracked job, the truth about what happened to
 it, partitioned by `created_at`), `job_idempotency_keys` (the Idempotency-Keys in use),
+`job_stats` (what the ended jobs add up to, per minute and task),
 `api_keys` and `job_actions` (who may act, and what they did: docs/security.md), and
 `schedule_pauses` (the cron schedules an operator paused)."""
 
@@ -12,9 +13,11 @@ from uuid import UUID
 from advanced_alchemy.base import DefaultBase, UUIDv7AuditBase, UUIDv7Base
 from advanced_alchemy.types import DateTimeUTC
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Float,
     Index,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -135,6 +138,24 @@ class JobIdempotencyKey(DefaultBase):
     idempotency_key: Mapped[str] = mapped_column(String(255), primary_key=True)
     job_id: Mapped[UUID]
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+
+
+class JobStat(DefaultBase):
+    """A count of ended jobs: per kind (`minute`/`hour` of their creation, `minute` they
+    `ended`), project (the nil UUID: every project), time, task, measure (their status, or
+    `run`/`wait` with the duration's bucket). Written by the statement that makes a row final
+    (app/jobs/record/counting.py); read by `GET /api/v1/jobs/stats` and the overview."""
+
+    __tablename__ = "job_stats"
+    __table_args__ = ({"postgresql_with": {"fillfactor": 70}},)  # room for HOT updates
+
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    project_id: Mapped[UUID] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), primary_key=True)
+    task_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    measure: Mapped[str] = mapped_column(String(16), primary_key=True)
+    bucket: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
 
 
 class ApiKey(UUIDv7AuditBase):

@@ -76,7 +76,8 @@ class Overview:
         except Exception as exc:  # Redis away: the table's figures still show
             log.warning("overview without queues", error=str(exc))
             overview.redis_error = "Redis cannot be reached: queues and workers are unknown."
-        for row in await jobs_service.stats(since=since, project_id=None):
+        _, stats = await jobs_service.stats(window="1h", project_id=None, now=now)
+        for row in stats:
             run = row["run_seconds"] or [None, None]
             ended = row["complete"] + row["failed"] + row["aborted"]
             rate = failure_rate(row["failed"], ended)
@@ -94,8 +95,8 @@ class Overview:
                 )
             )
         minutes: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for row in await queries.per_minute(since):
-            minutes[row["task_name"]].append(dict(row))
+        for minute in await queries.per_minute(since):
+            minutes[minute["task_name"]].append(minute)
         overview.minutes = {
             task.task_name: minutes.get(task.task_name, []) for task in overview.tasks
         }

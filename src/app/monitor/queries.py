@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import RowMapping, select, text, tuple_, union_all
+from sqlalchemy import RowMapping, select, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.util import ClauseAdapter
 
@@ -28,24 +28,13 @@ from app.jobs.reads.queries import (
     status_breakdown_statement,
 )
 from app.jobs.reads.search import SCAN_LIMIT, JobSearch, Position
+from app.jobs.reads.stats import PER_MINUTE
 
 RUNS_SHOWN = 60  # a task's last runs on a job's page
 STUCK_SCANNED = 500  # running rows looked at for a lost worker, oldest first
 COUNTS_TTL = 10.0  # seconds the status counts of one filter are reused
 COUNTED_NEWEST = 2_000  # the status counts are of the newest matching jobs, up to this many
 _COUNTS_KEPT = 256  # filters whose counts are kept, at most
-
-_PER_MINUTE = text(
-    """
-    SELECT task_name, date_trunc('minute', completed_at) AS minute,
-        count(*) FILTER (WHERE status = 'complete') AS complete,
-        count(*) FILTER (WHERE status = 'failed') AS failed
-    FROM background_jobs
-    WHERE created_at >= :since AND completed_at >= :since
-    GROUP BY task_name, minute
-    ORDER BY task_name, minute
-    """
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +126,14 @@ class MonitorQueries:
         async with self._sessions() as session:
             return list((await session.execute(statement)).mappings())[::-1]
 
-    async def per_minute(self, since: datetime) -> list[RowMapping]:
-        """Per task and minute since `since`: jobs completed and failed."""
+    async def per_minute(self, since: datetime) -> list[dict[str, Any]]:
+        """Per task and minute since `since` (from `job_stats`): the jobs that completed and
+        failed in that minute."""
         async with self._sessions() as session:
-            return list((await session.execute(_PER_MINUTE, {"since": since})).mappings())
+            return [
+                dict(row)
+                for row in (await session.execute(PER_MINUTE, {"since": since})).mappings()
+            ]
 
     async def oldest_queued(self) -> datetime | None:
         c = JOBS.c

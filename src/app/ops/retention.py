@@ -9,7 +9,8 @@ Idempotency-Keys of the dropped rows go with them. The audit log is deleted in b
 
 The worker runs a pass at start-up and every `interval` seconds, one worker at a time
 (a Redis lock, as the reconciler's), and each pass first makes the partitions ahead of time
-(also when retention is off); admins can run one through `POST /api/v1/ops/prune`.
+and deletes the counts of `job_stats` no stats window reads any more (also when retention
+is off); admins can run one through `POST /api/v1/ops/prune`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ MAX_BATCHES = 100  # per run: at most this many batches, then the next run goes 
 MAX_PARTITIONS = 100  # partitions dropped per run, at most
 PAUSE = 0.05  # seconds between two batches: other writers get the table in between
 
+# `job_stats` keeps what the stats' windows read: minutes for 2 hours (the longest window
+# read by the minute is an hour), hours for 8 days (the longest window is 7 days).
+STATS_KEPT = {"minute": timedelta(hours=2), "ended": timedelta(hours=2), "hour": timedelta(days=8)}
+_DELETE_STATS = text("DELETE FROM job_stats WHERE kind = :kind AND at < :cutoff")
 _DELETE_AUDIT = text(
     """
     WITH doomed AS MATERIALIZED (
@@ -113,6 +118,16 @@ class Retention:
                 return Pruned(deleted, cutoff, complete=True)
         return Pruned(deleted, cutoff, complete=False)
 
+    async def prune_stats(self) -> int:
+        """Delete the counts of `job_stats` older than any window reads."""
+        deleted = 0
+        for kind, kept in STATS_KEPT.items():
+            async with self._sessions() as session:
+                cutoff = datetime.now(UTC) - kept
+                result = await session.execute(_DELETE_STATS, {"kind": kind, "cutoff": cutoff})
+            deleted += result.rowcount  # type: ignore[attr-defined]
+        return deleted
+
     async def make_partitions(self) -> list[str]:
         """The partitions ahead of now that are missing (retention on or off)."""
         async with self.partitions.exclusive():
@@ -126,6 +141,7 @@ class Retention:
         if not force and not await self._redis.set(self._lock_key, 1, nx=True, px=lock_ms):
             return done
         await self.make_partitions()
+        await self.prune_stats()
         if self.job_days:
             done["background_jobs"] = await self.prune_jobs(self.job_days)
         if self.audit_days:

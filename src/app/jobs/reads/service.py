@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import Executable, Row, RowMapping
+from sqlalchemy import Executable, Row
 
 from app.db.models import BackgroundJob
 from app.jobs.lifecycle import TERMINAL_STATUSES, Transition, row_id_of
@@ -30,7 +30,7 @@ from app.jobs.reads.queries import (
     unfinished_statement,
 )
 from app.jobs.reads.search import JobSearch, Position
-from app.jobs.reads.stats import stats_statement
+from app.jobs.reads.stats import stats_statements, task_stats, window_start
 from app.jobs.record.statements import apply_transitions
 
 if TYPE_CHECKING:
@@ -140,10 +140,17 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
         rows, next_position = read_page(found, search, limit=limit, offset=offset)
         return ListedPage(rows, next_position, *total)
 
-    async def stats(self, *, since: datetime, project_id: UUID | None) -> list[RowMapping]:
-        """Per task, the jobs created since `since`: counts by status, run and wait times."""
+    async def stats(
+        self, *, window: str, project_id: UUID | None, now: datetime | None = None
+    ) -> tuple[datetime, list[dict[str, Any]]]:
+        """Per task, the jobs created in `window` (a key of `WINDOWS`): counts by status, run
+        and wait times; and the moment the window starts (app/jobs/reads/stats.py)."""
+        kind, since = window_start(window, now or datetime.now(UTC))
+        ended, unfinished = stats_statements(kind, since, project_id)
         async with self._unit_of_work() as session:
-            return list((await session.execute(stats_statement(since, project_id))).mappings())
+            counted = list((await session.execute(ended)).all())
+            live = list((await session.execute(unfinished)).all())
+        return since, task_stats(counted, live)
 
     async def unfinished(
         self, *, older_than: datetime, after: tuple[datetime, UUID] | None, limit: int

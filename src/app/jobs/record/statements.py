@@ -27,6 +27,7 @@ from app.jobs.lifecycle import (
     status_in,
     to_json,
 )
+from app.jobs.record.counting import count_ended
 
 # Runs one statement, committed on return, and gives back its rows (a held connection's
 # `execute`, or a session's).
@@ -42,8 +43,10 @@ _BATCH_COLUMNS = """
         CAST(:new_errors AS jsonb[]), CAST(:manual_retries AS integer[])"""
 _BATCH_NAMES = """job_id, status, sources, attempt, worker_id, started_at, completed_at, result,
            error, traceback, new_errors, manual_retries"""
-# What a moved row tells the events it is published in (`MovedRow`).
+# What a moved row tells the events it is published in (`MovedRow`), and what `job_stats`
+# counts of it (app/jobs/record/counting.py).
 _MOVED = "job_id, task_name, queue, user_id, project_id"
+_COUNTED = f"{_MOVED}, status, created_at, started_at, completed_at"
 _UPDATE = """
     UPDATE background_jobs AS b SET
         status = v.status,
@@ -66,9 +69,19 @@ _UPDATE = """
       AND b.status = ANY(string_to_array(v.sources, ','))
       AND b.attempts <= v.attempt
       AND b.manual_retries <= v.manual_retries
-    RETURNING b.job_id, b.task_name, b.queue, b.user_id, b.project_id
+    RETURNING {returning}
 """
-GUARDED_UPDATE = text(_UPDATE.format(batch=f"unnest({_BATCH_COLUMNS}) AS v({_BATCH_NAMES})"))
+_RETURNING = ", ".join(f"b.{column}" for column in _COUNTED.split(", "))
+# The rows that moved, and in the same statement what those that ended add to `job_stats`.
+GUARDED_UPDATE = text(
+    f"""
+    WITH moved AS ({
+        _UPDATE.format(batch=f"unnest({_BATCH_COLUMNS}) AS v({_BATCH_NAMES})", returning=_RETURNING)
+    }),
+    counted AS ({count_ended("moved")})
+    SELECT {_MOVED} FROM moved
+    """  # noqa: S608 - built from this module's constants only
+)
 
 # A batch with jobs the outbox did not make: their rows are inserted by the same statement,
 # already in the state the batch's fold reached (the UPDATE, which runs on the statement's
@@ -95,10 +108,12 @@ FIRST_SEEN_AND_UPDATE = text(
             COALESCE(new_errors, '[]'::jsonb), created_at, now()
         FROM v WHERE task_name IS NOT NULL
         ON CONFLICT DO NOTHING
-        RETURNING {_MOVED}
+        RETURNING {_COUNTED}
     ),
-    updated AS ({_UPDATE.format(batch="v")})
-    SELECT {_MOVED} FROM inserted UNION ALL SELECT {_MOVED} FROM updated
+    updated AS ({_UPDATE.format(batch="v", returning=_RETURNING)}),
+    moved AS (SELECT {_COUNTED} FROM inserted UNION ALL SELECT {_COUNTED} FROM updated),
+    counted AS ({count_ended("moved")})
+    SELECT {_MOVED} FROM moved
     """  # noqa: S608 - built from this module's constants only
 )
 
@@ -183,23 +198,39 @@ async def write_transitions(execute: Execute, transitions: Sequence[Transition])
 
 # An operator's retry of ended jobs: back to `queued` under the same job_id, for at least one
 # more attempt, with an entry in the history saying who retried it. One statement for any
-# number of jobs; its status guard makes concurrent retries of a job take effect once.
+# number of jobs; its status guard makes concurrent retries of a job take effect once. What
+# the ended rows added to `job_stats` is taken back in the same statement (the rows are
+# locked first, so `ended` is what they were when retried).
+_RETRYABLE = status_in(RETRYABLE_STATUSES)
+_RETRIED_ENDED = "(SELECT e.* FROM ended AS e JOIN retried AS r ON r.id = e.id)"
 RETRY_ENDED = text(
     f"""
-    UPDATE background_jobs SET
-        status = 'queued',
-        max_attempts = GREATEST(max_attempts, attempts + 1),
-        manual_retries = manual_retries + 1,
-        completed_at = NULL,
-        progress = NULL,
-        progress_message = NULL,
-        errors = errors || jsonb_build_array(jsonb_build_object(
-            'attempt', attempts, 'at', CAST(:at AS text), 'status', 'queued',
-            'retried_from', status, 'retried_by', CAST(:actor AS text))),
-        updated_at = now()
-    WHERE job_id = ANY(CAST(:job_ids AS uuid[])) AND {status_in(RETRYABLE_STATUSES)}
-      AND created_at BETWEEN CAST(:oldest AS timestamptz) AND CAST(:newest AS timestamptz)
-    RETURNING *
+    WITH ended AS MATERIALIZED (
+        SELECT id, created_at, task_name, project_id, status, started_at, completed_at
+        FROM background_jobs
+        WHERE job_id = ANY(CAST(:job_ids AS uuid[])) AND {_RETRYABLE}
+          AND created_at BETWEEN CAST(:oldest AS timestamptz) AND CAST(:newest AS timestamptz)
+        FOR UPDATE
+    ),
+    retried AS (
+        UPDATE background_jobs AS b SET
+            status = 'queued',
+            max_attempts = GREATEST(b.max_attempts, b.attempts + 1),
+            manual_retries = b.manual_retries + 1,
+            completed_at = NULL,
+            progress = NULL,
+            progress_message = NULL,
+            errors = b.errors || jsonb_build_array(jsonb_build_object(
+                'attempt', b.attempts, 'at', CAST(:at AS text), 'status', 'queued',
+                'retried_from', b.status, 'retried_by', CAST(:actor AS text))),
+            updated_at = now()
+        FROM ended
+        WHERE b.id = ended.id AND b.created_at = ended.created_at AND b.{_RETRYABLE}
+          AND b.created_at BETWEEN CAST(:oldest AS timestamptz) AND CAST(:newest AS timestamptz)
+        RETURNING b.*
+    ),
+    uncounted AS ({count_ended(_RETRIED_ENDED, sign=-1)})
+    SELECT * FROM retried
     """  # noqa: S608 - built from this module's constants only
 )
 

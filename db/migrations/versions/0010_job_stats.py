@@ -1,0 +1,51 @@
+"""job_stats: the ended jobs counted per minute and hour of their creation, and per minute
+of their end, by task and project, with their run and wait times' buckets
+
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-12-07
+
+Filled from the rows of the last 8 days (what the stats' longest window, 7 days, reads),
+counted as the recorder's statement counts them (app/jobs/record/counting.py). As for 0009,
+stop the API and the workers while it runs: a job that ends meanwhile would not be counted.
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+from app.jobs.record.counting import count_ended
+
+revision: str = "0010"
+down_revision: str | None = "0009"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_RECENT = """(
+    SELECT task_name, project_id, status, created_at, started_at, completed_at
+    FROM background_jobs
+    WHERE created_at >= now() - interval '8 days' OR completed_at >= now() - interval '2 hours'
+)"""
+
+
+def upgrade() -> None:
+    op.execute(
+        """
+        CREATE TABLE job_stats (
+            kind varchar(8) NOT NULL,
+            project_id uuid NOT NULL,
+            at timestamptz NOT NULL,
+            task_name varchar(200) NOT NULL,
+            measure varchar(16) NOT NULL,
+            bucket smallint NOT NULL,
+            n bigint NOT NULL,
+            CONSTRAINT pk_job_stats
+                PRIMARY KEY (kind, project_id, at, task_name, measure, bucket)
+        ) WITH (fillfactor = 70)
+        """
+    )
+    op.execute(count_ended(_RECENT))
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE job_stats")
