@@ -6,6 +6,7 @@ documented bound of `percentile_cont` (app/jobs/histogram.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from collections.abc import Sequence
@@ -17,14 +18,20 @@ import pytest
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from app.asgi import Parts
+from app.config import Settings
 from app.db.connection import HeldConnection
 from app.db.models import BackgroundJob
-from app.jobs.histogram import LOWEST, RATIO
+from app.jobs.histogram import LOWEST, RATIO, RUN_COLUMNS
 from app.jobs.ids import new_job_id
 from app.jobs.lifecycle import JobStatus, NewRow, Transition
 from app.jobs.reads.service import BackgroundJobService
 from app.jobs.reads.stats import PER_MINUTE, WINDOWS, window_start
+from app.jobs.record.counting import COMPACT
 from app.jobs.record.statements import RETRY_ENDED, apply_transitions, retry_parameters
+from app.ops.partitions import Partitions
+from app.ops.retention import Retention
+from tests.support import eventually
 
 TASKS = ("send_email", "import_csv", "rare")
 PROJECTS = (UUID(int=7), UUID(int=8), None)
@@ -106,8 +113,16 @@ class Dataset:
             await apply_transitions(self.held.execute, transitions[start : start + 25])
 
 
-@pytest.fixture
-async def dataset(engine: AsyncEngine) -> AsyncEngine:
+async def compact(engine: AsyncEngine) -> None:
+    """What the workers do every few seconds: the pending counts into job_stats."""
+    async with engine.begin() as connection:
+        await connection.execute(text(COMPACT))
+
+
+@pytest.fixture(params=["pending", "compacted midway"])
+async def dataset(engine: AsyncEngine, request: pytest.FixtureRequest) -> AsyncEngine:
+    """Jobs of a week, every count still pending or some of them compacted (the answers
+    read both tables in one statement, so they must not change)."""
     now = datetime.now(UTC)
     data = Dataset(engine, now)
     week = await data.queued(300, timedelta(days=7))
@@ -117,6 +132,8 @@ async def dataset(engine: AsyncEngine) -> AsyncEngine:
     ended = [data.ended(job, data.draw.choice(ENDS)) for job in running[:-40]]  # 40 run on
     await data.apply(running)
     await data.apply(ended)
+    if request.param == "compacted midway":
+        await compact(engine)
     # Repeated and late events: the guard ignores them, and so does the count.
     await data.apply(ended[:50] + [replace(e, status=JobStatus.RUNNING) for e in ended[50:80]])
     # A retry waiting for its next attempt: back to queued, its start kept.
@@ -194,17 +211,47 @@ async def test_the_counts_are_the_final_rows_and_nothing_else(
     dataset: AsyncEngine, session: AsyncSession
 ) -> None:
     """Each final row is counted once per kind; retried rows not at all, until they end."""
+    await compact(dataset)
     ended = await session.scalar(
         text(
             "SELECT count(*) FROM background_jobs WHERE status IN ('complete', 'failed', 'aborted')"
         )
     )
-    counted = await session.scalar(
-        text(
-            "SELECT sum(n) FROM job_stats WHERE kind = 'hour' AND measure IN"
-            " ('complete', 'failed', 'aborted') AND project_id = :all"
-        ),
-        {"all": UUID(int=0)},
-    )
-    assert counted == ended > 300
-    assert await session.scalar(text("SELECT count(*) FROM job_stats WHERE n < 0")) == 0
+    every_project = {"all": UUID(int=0)}
+    for kind in ("minute", "hour", "ended"):
+        counted = await session.scalar(
+            text(
+                "SELECT sum(complete + failed + aborted) FROM job_stats"
+                " WHERE kind = :kind AND project_id = :all"
+            ),
+            {"kind": kind, **every_project},
+        )
+        assert counted == ended > 300, kind
+    negative = " OR ".join(f"{c} < 0" for c in ("complete", "failed", "aborted", *RUN_COLUMNS))
+    assert await session.scalar(text(f"SELECT count(*) FROM job_stats WHERE {negative}")) == 0  # noqa: S608
+
+
+async def test_the_workers_loop_moves_the_pending_counts(
+    dataset: AsyncEngine, session: AsyncSession, parts: Parts, settings: Settings
+) -> None:
+    """Every worker's maintenance loop compacts the pending counts, and the answers stay."""
+    before = await BackgroundJobService(session).stats(window="7d", project_id=None)
+    partitions = Partitions(lambda: dataset, width=timedelta(days=1), ahead=3)
+    loop = asyncio.create_task(
+        Retention(
+            parts.sessions, partitions, parts.queue.redis, settings.queue_name,
+            job_days=0, audit_days=0, interval=3600,
+        ).run()
+    )  # fmt: skip
+
+    async def nothing_pending() -> bool:
+        async with dataset.connect() as connection:
+            return not await connection.scalar(text("SELECT count(*) FROM job_stats_pending"))
+
+    try:
+        await eventually(nothing_pending, what="the pending counts compacted")
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+    after = await BackgroundJobService(session).stats(window="7d", project_id=None, now=None)
+    assert after[1] == before[1]

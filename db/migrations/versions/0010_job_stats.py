@@ -1,5 +1,6 @@
 """job_stats: the ended jobs counted per minute and hour of their creation, and per minute
-of their end, by task and project, with their run and wait times' buckets
+of their end, by task and project, with their run and wait times' buckets; and
+job_stats_pending, where the recorder's statement appends them until a worker compacts them
 
 Revision ID: 0010
 Revises: 0009
@@ -14,7 +15,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from app.jobs.record.counting import count_ended
+from app.jobs.histogram import RUN_COLUMNS, WAIT_COLUMNS
+from app.jobs.record.counting import COMPACT, count_ended
 
 revision: str = "0010"
 down_revision: str | None = "0009"
@@ -29,23 +31,40 @@ _RECENT = """(
 
 
 def upgrade() -> None:
+    buckets = ", ".join(f"{column} integer" for column in (*RUN_COLUMNS, *WAIT_COLUMNS))
     op.execute(
-        """
+        f"""
         CREATE TABLE job_stats (
             kind varchar(8) NOT NULL,
             project_id uuid NOT NULL,
             at timestamptz NOT NULL,
             task_name varchar(200) NOT NULL,
-            measure varchar(16) NOT NULL,
-            bucket smallint NOT NULL,
-            n bigint NOT NULL,
-            CONSTRAINT pk_job_stats
-                PRIMARY KEY (kind, project_id, at, task_name, measure, bucket)
+            complete bigint DEFAULT 0 NOT NULL,
+            failed bigint DEFAULT 0 NOT NULL,
+            aborted bigint DEFAULT 0 NOT NULL,
+            {buckets},
+            CONSTRAINT pk_job_stats PRIMARY KEY (kind, project_id, at, task_name)
         ) WITH (fillfactor = 70)
         """
     )
+    op.execute(
+        """
+        CREATE TABLE job_stats_pending (
+            kind varchar(8) NOT NULL,
+            project_id uuid NOT NULL,
+            at timestamptz NOT NULL,
+            task_name varchar(200) NOT NULL,
+            status varchar(16) NOT NULL,
+            run smallint,
+            wait smallint,
+            n integer NOT NULL
+        )
+        """
+    )
     op.execute(count_ended(_RECENT))
+    op.execute(COMPACT)
 
 
 def downgrade() -> None:
+    op.execute("DROP TABLE job_stats_pending")
     op.execute("DROP TABLE job_stats")

@@ -15,10 +15,14 @@ from advanced_alchemy.types import DateTimeUTC
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Column,
     Float,
     Index,
+    Integer,
+    PrimaryKeyConstraint,
     SmallInteger,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -28,6 +32,7 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.auth.roles import role_in
+from app.jobs.histogram import RUN_COLUMNS, WAIT_COLUMNS
 from app.jobs.lifecycle import TERMINAL_STATUSES, UNFINISHED_STATUSES, JobStatus, status_in
 
 # The job list's equality filters, each served by its own index.
@@ -140,22 +145,39 @@ class JobIdempotencyKey(DefaultBase):
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
 
 
-class JobStat(DefaultBase):
-    """A count of ended jobs: per kind (`minute`/`hour` of their creation, `minute` they
-    `ended`), project (the nil UUID: every project), time, task, measure (their status, or
-    `run`/`wait` with the duration's bucket). Written by the statement that makes a row final
-    (app/jobs/record/counting.py); read by `GET /api/v1/jobs/stats` and the overview."""
-
-    __tablename__ = "job_stats"
-    __table_args__ = ({"postgresql_with": {"fillfactor": 70}},)  # room for HOT updates
-
-    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
-    project_id: Mapped[UUID] = mapped_column(primary_key=True)
-    at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), primary_key=True)
-    task_name: Mapped[str] = mapped_column(String(200), primary_key=True)
-    measure: Mapped[str] = mapped_column(String(16), primary_key=True)
-    bucket: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-    n: Mapped[int] = mapped_column(BigInteger)
+# The ended jobs counted per kind (`minute`/`hour` of their creation; `ended`: the minute
+# they ended), project (the nil UUID: every project), time and task: per status, and per
+# bucket of their run and wait times. Written by the statement that makes a row final
+# (app/jobs/record/counting.py); read by `GET /api/v1/jobs/stats` and the overview.
+JOB_STATS = Table(
+    "job_stats",
+    UUIDv7AuditBase.metadata,
+    Column("kind", String(8), nullable=False),
+    Column("project_id", PG_UUID(as_uuid=True), nullable=False),
+    Column("at", DateTimeUTC(timezone=True), nullable=False),
+    Column("task_name", String(200), nullable=False),
+    *(
+        Column(status, BigInteger, nullable=False, server_default=text("0"))
+        for status in ("complete", "failed", "aborted")
+    ),
+    *(Column(bucket, Integer, nullable=True) for bucket in (*RUN_COLUMNS, *WAIT_COLUMNS)),
+    PrimaryKeyConstraint("kind", "project_id", "at", "task_name", name="pk_job_stats"),
+    postgresql_with={"fillfactor": 70},  # room for the counts' HOT updates
+)
+# Counts appended by the statement that makes rows final, until the workers move them into
+# `job_stats` (app/jobs/record/counting.py). No key: appends never conflict.
+JOB_STATS_PENDING = Table(
+    "job_stats_pending",
+    UUIDv7AuditBase.metadata,
+    Column("kind", String(8), nullable=False),
+    Column("project_id", PG_UUID(as_uuid=True), nullable=False),
+    Column("at", DateTimeUTC(timezone=True), nullable=False),
+    Column("task_name", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("run", SmallInteger, nullable=True),
+    Column("wait", SmallInteger, nullable=True),
+    Column("n", Integer, nullable=False),
+)
 
 
 class ApiKey(UUIDv7AuditBase):

@@ -27,6 +27,12 @@ RATIO = 2.0 ** (1 / PER_DOUBLING)
 RELATIVE_ERROR = math.sqrt(RATIO) - 1  # 0.0905: the estimate against percentile_cont
 HIGHEST = LOWEST * 2.0**DOUBLINGS  # seconds: 29.8 hours
 
+# `job_stats`'s columns: one count per bucket of each duration, NULL for none (a NULL costs
+# a bit of the row's null bitmap, a count four bytes), so a window's percentiles are sums
+# of columns over its rows, whatever the number of jobs.
+RUN_COLUMNS = [f"run_{i:03d}" for i in range(BUCKETS)]
+WAIT_COLUMNS = [f"wait_{i:03d}" for i in range(BUCKETS)]
+
 
 def bucket_of(seconds: float) -> int:
     if seconds < LOWEST:

@@ -25,6 +25,7 @@ import structlog
 from sqlalchemy import text
 
 from app.jobs.metrics import RETENTION
+from app.jobs.record.counting import COMPACT
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -44,6 +45,8 @@ PAUSE = 0.05  # seconds between two batches: other writers get the table in betw
 # read by the minute is an hour), hours for 8 days (the longest window is 7 days).
 STATS_KEPT = {"minute": timedelta(hours=2), "ended": timedelta(hours=2), "hour": timedelta(days=8)}
 _DELETE_STATS = text("DELETE FROM job_stats WHERE kind = :kind AND at < :cutoff")
+_COMPACT = text(COMPACT)
+COMPACT_EVERY = 5.0  # seconds between two compactions of the pending counts, in each worker
 _DELETE_AUDIT = text(
     """
     WITH doomed AS MATERIALIZED (
@@ -118,6 +121,12 @@ class Retention:
                 return Pruned(deleted, cutoff, complete=True)
         return Pruned(deleted, cutoff, complete=False)
 
+    async def compact_stats(self) -> None:
+        """Move the counts the recorder appended into `job_stats` (one statement: each count
+        is in exactly one of the two tables at every moment)."""
+        async with self._sessions() as session:
+            await session.execute(_COMPACT)
+
     async def prune_stats(self) -> int:
         """Delete the counts of `job_stats` older than any window reads."""
         deleted = 0
@@ -149,28 +158,41 @@ class Retention:
         return done
 
     async def run(self) -> None:
-        """The worker's loop: a pass now, then one every interval."""
+        """The worker's loop: the pending counts compacted every few seconds; a retention
+        pass now, then one every interval."""
         if not (self.job_days or self.audit_days):
             log.info("retention off: JOB_RETENTION_DAYS and AUDIT_RETENTION_DAYS are 0")
+        clock = asyncio.get_running_loop().time
+        next_pass = clock()
         while True:
             try:
-                done = await self.run_once()
-                for table, pruned in done.items():
-                    if pruned.deleted or not pruned.complete:
-                        log.info(
-                            "pruned old rows",
-                            table=table,
-                            deleted=pruned.deleted,
-                            older_than=pruned.cutoff.isoformat(),
-                            complete=pruned.complete,
-                            partitions=pruned.partitions,
-                            kept=pruned.kept,
-                        )
-            except Exception as exc:  # PostgreSQL or Redis down: try again next interval
-                log.warning("retention pass failed", error=f"{type(exc).__name__}: {exc}")
-                if self._metrics is not None:
-                    self._metrics.pass_made(RETENTION, succeeded=False)
-            else:
-                if self._metrics is not None and done:  # nothing done: another worker's turn
-                    self._metrics.pass_made(RETENTION, succeeded=True)
-            await asyncio.sleep(self._interval)
+                await self.compact_stats()
+            except Exception as exc:  # PostgreSQL down: the counts wait in their table
+                log.warning("stats compaction failed", error=f"{type(exc).__name__}: {exc}")
+            if clock() >= next_pass:
+                await self._pass()
+                next_pass = clock() + self._interval
+            await asyncio.sleep(min(COMPACT_EVERY, max(0.0, next_pass - clock())))
+
+    async def _pass(self) -> None:
+        """One retention pass (unless another worker made one within the interval), logged."""
+        try:
+            done = await self.run_once()
+            for table, pruned in done.items():
+                if pruned.deleted or not pruned.complete:
+                    log.info(
+                        "pruned old rows",
+                        table=table,
+                        deleted=pruned.deleted,
+                        older_than=pruned.cutoff.isoformat(),
+                        complete=pruned.complete,
+                        partitions=pruned.partitions,
+                        kept=pruned.kept,
+                    )
+        except Exception as exc:  # PostgreSQL or Redis down: try again next interval
+            log.warning("retention pass failed", error=f"{type(exc).__name__}: {exc}")
+            if self._metrics is not None:
+                self._metrics.pass_made(RETENTION, succeeded=False)
+        else:
+            if self._metrics is not None and done:  # nothing done: another worker's turn
+                self._metrics.pass_made(RETENTION, succeeded=True)

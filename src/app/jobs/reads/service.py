@@ -30,7 +30,7 @@ from app.jobs.reads.queries import (
     unfinished_statement,
 )
 from app.jobs.reads.search import JobSearch, Position
-from app.jobs.reads.stats import stats_statements, task_stats, window_start
+from app.jobs.reads.stats import stats_statement, task_stats, window_start
 from app.jobs.record.statements import apply_transitions
 
 if TYPE_CHECKING:
@@ -146,11 +146,9 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
         """Per task, the jobs created in `window` (a key of `WINDOWS`): counts by status, run
         and wait times; and the moment the window starts (app/jobs/reads/stats.py)."""
         kind, since = window_start(window, now or datetime.now(UTC))
-        ended, unfinished = stats_statements(kind, since, project_id)
         async with self._unit_of_work() as session:
-            counted = list((await session.execute(ended)).all())
-            live = list((await session.execute(unfinished)).all())
-        return since, task_stats(counted, live)
+            rows = list((await session.execute(stats_statement(kind, since, project_id))).all())
+        return since, task_stats(rows)
 
     async def unfinished(
         self, *, older_than: datetime, after: tuple[datetime, UUID] | None, limit: int

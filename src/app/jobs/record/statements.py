@@ -14,12 +14,13 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import Executable, Row, text
+from sqlalchemy import Executable, Row, TextClause, text
 
 from app.jobs.ids import created_between
 from app.jobs.lifecycle import (
     ALLOWED_SOURCES,
     RETRYABLE_STATUSES,
+    TERMINAL_STATUSES,
     JobStatus,
     NewRow,
     Transition,
@@ -27,7 +28,7 @@ from app.jobs.lifecycle import (
     status_in,
     to_json,
 )
-from app.jobs.record.counting import count_ended
+from app.jobs.record.counting import counted
 
 # Runs one statement, committed on return, and gives back its rows (a held connection's
 # `execute`, or a session's).
@@ -64,7 +65,9 @@ _UPDATE = """
         updated_at = now()
     FROM {batch}
     WHERE b.job_id = v.job_id
-      -- The batch's ids spell their rows' times: only their partitions are read.
+      -- The batch's ids, looked up as such (an index scan of them, whatever the plan), in
+      -- the partitions their times fall in.
+      AND b.job_id = ANY(CAST(:job_ids AS uuid[]))
       AND b.created_at BETWEEN CAST(:oldest AS timestamptz) AND CAST(:newest AS timestamptz)
       AND b.status = ANY(string_to_array(v.sources, ','))
       AND b.attempts <= v.attempt
@@ -72,23 +75,30 @@ _UPDATE = """
     RETURNING {returning}
 """
 _RETURNING = ", ".join(f"b.{column}" for column in _COUNTED.split(", "))
-# The rows that moved, and in the same statement what those that ended add to `job_stats`.
-GUARDED_UPDATE = text(
-    f"""
-    WITH moved AS ({
-        _UPDATE.format(batch=f"unnest({_BATCH_COLUMNS}) AS v({_BATCH_NAMES})", returning=_RETURNING)
-    }),
-    counted AS ({count_ended("moved")})
+
+
+def _guarded_update(counts: str) -> TextClause:
+    """The rows that moved, and in the same statement what those that ended add to
+    `job_stats`."""
+    update = _UPDATE.format(
+        batch=f"unnest({_BATCH_COLUMNS}) AS v({_BATCH_NAMES})", returning=_RETURNING
+    )
+    return text(
+        f"""
+    WITH moved AS ({update}){counts}
     SELECT {_MOVED} FROM moved
     """  # noqa: S608 - built from this module's constants only
-)
+    )
 
-# A batch with jobs the outbox did not make: their rows are inserted by the same statement,
-# already in the state the batch's fold reached (the UPDATE, which runs on the statement's
-# snapshot, cannot see them). A row that exists already (another process was first, or the
-# job was enqueued again from its row) is updated as usual.
-FIRST_SEEN_AND_UPDATE = text(
-    f"""
+
+def _first_seen_and_update(counts: str) -> TextClause:
+    """A batch with jobs the outbox did not make: their rows are inserted by the same
+    statement, already in the state the batch's fold reached (the UPDATE, which runs on the
+    statement's snapshot, cannot see them). A row that exists already (another process was
+    first, or the job was enqueued again from its row) is updated as usual."""
+    update = _UPDATE.format(batch="v", returning=_RETURNING)
+    return text(
+        f"""
     WITH v AS (
         SELECT * FROM unnest({_BATCH_COLUMNS},
             CAST(:ids AS uuid[]), CAST(:job_keys AS text[]), CAST(:crons AS text[]),
@@ -110,12 +120,24 @@ FIRST_SEEN_AND_UPDATE = text(
         ON CONFLICT DO NOTHING
         RETURNING {_COUNTED}
     ),
-    updated AS ({_UPDATE.format(batch="v", returning=_RETURNING)}),
-    moved AS (SELECT {_COUNTED} FROM inserted UNION ALL SELECT {_COUNTED} FROM updated),
-    counted AS ({count_ended("moved")})
+    updated AS ({update}),
+    moved AS (SELECT {_COUNTED} FROM inserted UNION ALL SELECT {_COUNTED} FROM updated){counts}
     SELECT {_MOVED} FROM moved
     """  # noqa: S608 - built from this module's constants only
-)
+    )
+
+
+# A batch's statement: `first_seen` inserts rows too; `ends`: some transition of the batch
+# is to a final status, so the counts are written (a batch of starts pays nothing for them).
+_BATCH_STATEMENTS = {
+    (first_seen, ends): (_first_seen_and_update if first_seen else _guarded_update)(
+        counted("moved") if ends else ""
+    )
+    for first_seen in (False, True)
+    for ends in (False, True)
+}
+GUARDED_UPDATE = _BATCH_STATEMENTS[False, True]
+FIRST_SEEN_AND_UPDATE = _BATCH_STATEMENTS[True, True]
 
 # The statuses each status may follow, as the statement's comma-separated text argument.
 _SOURCES = {
@@ -186,7 +208,9 @@ async def write_transitions(execute: Execute, transitions: Sequence[Transition])
     new_rows = [f.new_row for f in batch]
     if any(new_rows):  # never for the outbox's jobs: their batches stay one plain UPDATE
         parameters.update(_new_row_parameters(new_rows))
-    rows = await execute(FIRST_SEEN_AND_UPDATE if any(new_rows) else GUARDED_UPDATE, parameters)
+    ends = any(f.last.status in TERMINAL_STATUSES for f in batch)
+    statement = _BATCH_STATEMENTS[any(new_rows), ends]
+    rows = await execute(statement, parameters)
     moved = {row[0]: MovedRow.of(row) for row in rows}
     applied = [
         t
@@ -228,8 +252,7 @@ RETRY_ENDED = text(
         WHERE b.id = ended.id AND b.created_at = ended.created_at AND b.{_RETRYABLE}
           AND b.created_at BETWEEN CAST(:oldest AS timestamptz) AND CAST(:newest AS timestamptz)
         RETURNING b.*
-    ),
-    uncounted AS ({count_ended(_RETRIED_ENDED, sign=-1)})
+    ){counted(_RETRIED_ENDED, sign=-1)}
     SELECT * FROM retried
     """  # noqa: S608 - built from this module's constants only
 )
