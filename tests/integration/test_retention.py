@@ -202,25 +202,44 @@ async def test_a_row_that_became_one_to_keep_during_the_detach_is_put_back(
         assert await session.scalar(select(BackgroundJob.job_id)) == queued
 
 
+@pytest.mark.parametrize(
+    "died",
+    ["after the detach", "after the rename", "after putting its rows back"],
+)
 async def test_a_partition_left_detached_by_a_pass_that_died_is_finished(
-    engine: AsyncEngine, history: Partitions
+    engine: AsyncEngine, history: Partitions, died: str
 ) -> None:
     await insert_jobs(engine, (JobStatus.RUNNING, OLD), (JobStatus.FAILED, OLD))
     (old_day,) = [p for p in await history.current() if p.covers(datetime.now(UTC) - OLD)]
+    left_behind = old_day.name if died == "after the detach" else f"{old_day.name}_detached"
     async with engine.begin() as connection:
         await connection.execute(
             text(f"ALTER TABLE background_jobs DETACH PARTITION {old_day.name}")
         )
-        await connection.execute(
-            text(f"ALTER TABLE {old_day.name} RENAME TO {old_day.name}_detached")
+        if left_behind != old_day.name:
+            await connection.execute(text(f"ALTER TABLE {old_day.name} RENAME TO {left_behind}"))
+    if died == "after putting its rows back":
+        put_back = (
+            f"INSERT INTO background_jobs SELECT * FROM {left_behind}"  # noqa: S608
+            " WHERE status = 'running'"
         )
-    assert await statuses_left(engine) == []
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(f"CREATE TABLE {old_day.name} PARTITION OF background_jobs {old_day.bounds()}")
+            )
+            await connection.execute(text(put_back))
     dropped = await history.drop_past(datetime.now(UTC) - 30 * DAY, 100)
-    assert dropped.rows == 1  # the failed row; the running one is back in the table
+    assert dropped.rows == 1  # the failed row; the running one is in the table, once
     assert await statuses_left(engine) == [("running", 40)]
     async with engine.connect() as connection:
-        left = await connection.scalar(text(f"SELECT to_regclass('{old_day.name}_detached')"))
-    assert left is None
+        standalone = await connection.scalar(
+            text(
+                "SELECT count(*) FROM pg_class WHERE relkind = 'r' AND NOT relispartition"
+                " AND relname LIKE :day"
+            ),
+            {"day": f"{old_day.name}%"},
+        )
+    assert standalone == 0  # the day's rows to keep are in a partition; nothing else is left
 
 
 async def test_a_partition_with_too_many_rows_to_keep_waits(

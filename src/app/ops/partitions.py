@@ -32,7 +32,6 @@ from app.db.models import BackgroundJob
 from app.jobs.lifecycle import TERMINAL_STATUSES, UNFINISHED_STATUSES, status_in
 from app.ops.partition_ranges import (
     FIRST,
-    PREFIX,
     TABLE,
     Partition,
     boundary_at_or_before,
@@ -67,8 +66,9 @@ _PARTITIONS = text(
 )
 _LEFT_BEHIND = text(
     f"""
-    SELECT relname FROM pg_class WHERE relkind = 'r' AND NOT relispartition
-      AND relname LIKE '{PREFIX}%{DETACHED}' AND relnamespace = 'public'::regnamespace
+    SELECT relname FROM pg_class
+    WHERE relkind = 'r' AND NOT relispartition AND relnamespace = 'public'::regnamespace
+      AND relname ~ '^{TABLE}_(p[0-9]{{8}}_[0-9]{{4}}|legacy)'
     """  # noqa: S608 - constants only
 )
 _LOCK = text(f"SELECT pg_advisory_lock(hashtext('{TABLE} partitions'))")
@@ -145,9 +145,15 @@ class Partitions:
         async with self._engine().connect() as connection:
             leftovers = (await connection.execute(_LEFT_BEHIND)).scalars().all()
         for name in leftovers:  # detached by a pass that stopped before dropping them
-            async with self._engine().begin() as connection:
-                kept = await self._rehome(connection, name, cutoff)
-            dropped.rows += await self._count_and_drop(name) - kept
+            try:
+                if not name.endswith(DETACHED):  # its name, free for a partition again
+                    await self._autocommit(f"ALTER TABLE {name} RENAME TO {name}{DETACHED}")
+                    name = f"{name}{DETACHED}"
+                async with self._engine().begin() as connection:
+                    kept = await self._rehome(connection, name, cutoff)
+                dropped.rows += await self._count_and_drop(name) - kept
+            except Exception as exc:  # the next pass tries again; the others go on
+                log.warning("detached partition not dropped", table=name, error=str(exc))
         past = [p for p in await self.current() if p.end <= cutoff]
         dropped.kept += [p.name for p in past[max_partitions:]]
         for partition in past[:max_partitions]:
@@ -200,19 +206,23 @@ class Partitions:
     async def _rehome(self, connection: AsyncConnection, detached: str, cutoff: datetime) -> int:
         """Move `detached`'s rows to keep into the table, each into the partition of its time,
         made for it (its aligned range, clipped to what no partition covers) if missing."""
-        times = (
-            await connection.execute(
-                text(f"SELECT created_at FROM {detached} WHERE {KEEP}"),  # noqa: S608
-                {"cutoff": cutoff},
-            )
-        ).scalars()
+        times = list(
+            (
+                await connection.execute(
+                    text(f"SELECT created_at FROM {detached} WHERE {KEEP}"),  # noqa: S608
+                    {"cutoff": cutoff},
+                )
+            ).scalars()
+        )
         existing = await self.current(connection)
         for moment in sorted(set(times)):
             if not any(p.covers(moment) for p in existing):
                 partition = gap_around(moment, existing, self.width)
                 await self._create(connection, partition)
                 existing.append(partition)
-        return (await connection.execute(_copy_kept(detached), {"cutoff": cutoff})).rowcount
+        # ON CONFLICT: a pass that died after putting them back left them in both places.
+        await connection.execute(_copy_kept(detached), {"cutoff": cutoff})
+        return len(times)
 
     async def _count_and_drop(self, detached: str) -> int:
         """The rows `detached` holds, then it is dropped."""
@@ -272,4 +282,7 @@ class Partitions:
 
 
 def _copy_kept(source: str) -> TextClause:
-    return text(f"INSERT INTO {TABLE} ({_COLUMNS}) SELECT {_COLUMNS} FROM {source} WHERE {KEEP}")  # noqa: S608
+    return text(
+        f"INSERT INTO {TABLE} ({_COLUMNS}) SELECT {_COLUMNS} FROM {source} WHERE {KEEP}"  # noqa: S608
+        " ON CONFLICT DO NOTHING"
+    )
