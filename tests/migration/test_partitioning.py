@@ -1,6 +1,6 @@
-"""Migration 0009 on a filled table of the old schema: every row, index and constraint comes
-through (the table becomes the first partition without a copy), the guarantees hold on the
-new table, and the downgrade gives the old table back."""
+"""Migration 0010_partitioned_jobs on a filled table of the old schema: every row, index and
+constraint comes through (the table becomes the first partition without a copy), the
+guarantees hold on the new table, and the downgrade gives the old table back."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ async def old_table(servers: Servers) -> AsyncIterator[tuple[str, asyncpg.Connec
     """A database at 0008 whose table holds ROWS rows."""
     name = create_database(servers)
     url = servers.database_url(name)
-    migrate(url, "0008")
+    migrate(url, "0009_schedule_pauses")
     connection = await asyncpg.connect(url)
     await connection.execute(_FILL, ROWS)
     yield url, connection
@@ -141,7 +141,11 @@ async def test_a_filled_table_becomes_the_first_partition_and_comes_back(
     legacy_indexes = await connection.fetchval(
         "SELECT count(*) FROM pg_index WHERE indrelid = 'background_jobs_legacy'::regclass"
     )
-    assert attached == legacy_indexes == len(indexes)
+    # ... plus its own unique index on job_id alone: its ids spell no time.
+    assert attached == legacy_indexes - 1 == len(indexes)
+    assert "UNIQUE" in await connection.fetchval(
+        "SELECT pg_get_indexdef('background_jobs_legacy_job_id_key'::regclass)"
+    )
     checks = dict(new["constraints"])
     assert (
         "job_id_created_at(job_id) = created_at" in checks["ck_background_jobs_job_id_created_at"]
@@ -164,8 +168,14 @@ async def test_a_filled_table_becomes_the_first_partition_and_comes_back(
     with pytest.raises(asyncpg.CheckViolationError):  # the same id at another time
         await connection.execute(insert, job_id, now + timedelta(hours=1))
     await connection.execute("DELETE FROM background_jobs WHERE job_id = $1", job_id)
+    # An old row's id (no time in it) at another time of the old range: refused too.
+    old_id, old_at = await connection.fetchrow(
+        "SELECT job_id, created_at FROM background_jobs_legacy LIMIT 1"
+    )
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await connection.execute(insert, old_id, old_at - timedelta(minutes=1))
 
-    migrate(url, "0008", down=True)
+    migrate(url, "0009_schedule_pauses", down=True)
 
     assert await connection.fetchval(_ALL_ROWS) == rows_before
     assert await shape(connection, "background_jobs") == old_shape

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from app.jobs.metrics import RECONCILER, RETENTION, JobMetrics
 from app.jobs.reconciler import Reconciler
+from app.ops.partitions import Partitions
 from app.ops.retention import Retention
 
 TURNS = 3
@@ -76,6 +78,7 @@ def retention(lock: Lock) -> tuple[Retention, JobMetrics]:
     metrics = JobMetrics(None, "q")  # type: ignore[arg-type]
     loop = Retention(
         unreachable_database,
+        Partitions(unreachable_database, width=timedelta(days=1), ahead=3),
         lock,  # type: ignore[arg-type]
         "q",
         job_days=30,

@@ -39,7 +39,8 @@ from app.jobs.lifecycle import TERMINAL_STATUSES, UNFINISHED_STATUSES, JobStatus
 LISTED_BY = ("status", "task_name", "queue", "user_id", "project_id", "worker_id")
 
 
-# A job id spells its row's creation time (app/jobs/ids.py); the function is migration 0009's.
+# A job id spells its row's creation time (app/jobs/ids.py); the function is migration
+# 0010_partitioned_jobs's.
 JOB_ID_SPELLS_CREATED_AT = "coalesce(job_id_created_at(job_id) = created_at, true)"
 
 

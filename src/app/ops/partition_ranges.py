@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 TABLE = "background_jobs"
 PREFIX = f"{TABLE}_p"
-LEGACY = f"{TABLE}_legacy"  # the table as it was before migration 0009
+LEGACY = f"{TABLE}_legacy"  # the table as it was before migration 0010_partitioned_jobs
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FIRST = datetime.min.replace(tzinfo=UTC)
 _BOUND = re.compile(r"FROM \((?:'([^']+)'|MINVALUE)\) TO \('([^']+)'\)")

@@ -1,12 +1,12 @@
 """`background_jobs`'s partitions: made ahead of time, dropped whole once past the window.
 
-The table is partitioned by range of `created_at` (migration 0009), one partition per
-`width` (JOB_PARTITION_MINUTES, epoch-aligned), and has no default partition: one would
-keep PostgreSQL from reading the newest partition first for the newest-first list (an
+The table is partitioned by range of `created_at` (migration 0010_partitioned_jobs), one
+partition per `width` (JOB_PARTITION_MINUTES, epoch-aligned), and has no default partition:
+one would keep PostgreSQL from reading the newest partition first for the newest-first list (an
 ordered Append, which stops at the page's last row), and would rule out `DETACH ...
 CONCURRENTLY`. So partitions are made `ahead` widths ahead of now by the workers' retention
-loop (and by migration 0009); an insert for a time no partition covers fails, which only a
-loop stopped for `ahead` widths (or a clock that far off) can cause.
+loop (and by migration 0010_partitioned_jobs); an insert for a time no partition covers
+fails, which only a loop stopped for `ahead` widths (or a clock that far off) can cause.
 
 A partition is dropped once its whole range is before the cutoff, except its rows that
 must stay (`KEEP`: unfinished, or changed since the cutoff, such as an old job an operator
@@ -264,9 +264,11 @@ class Partitions:
                 await autocommit.execute(text(f"SET lock_timeout = '{lock_timeout}'"))
             try:
                 await autocommit.execute(text(statement))
-            finally:
-                if lock_timeout is not None:
-                    await autocommit.execute(text("RESET lock_timeout"))
+            except Exception:  # raised as it is: a RESET here would hide it behind its own
+                await autocommit.invalidate()  # not back to the pool with that timeout set
+                raise
+            if lock_timeout is not None:
+                await autocommit.execute(text("RESET lock_timeout"))
 
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:

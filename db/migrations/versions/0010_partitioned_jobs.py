@@ -1,8 +1,8 @@
 """background_jobs partitioned by created_at; job ids that carry their creation time; the
-idempotency keys in a table of their own
+idempotency keys in a table of their own; job_stats, the ended jobs counted per minute
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010_partitioned_jobs
+Revises: 0009_schedule_pauses
 Create Date: 2026-12-07
 
 The existing table becomes the first partition (`background_jobs_legacy`, every row created
@@ -14,6 +14,10 @@ fit the new table. The partitions after the cutoff are made here and then, ahead
 the workers (app/ops/partitions.py); retention drops them whole.
 
 Partition width: JOB_PARTITION_MINUTES (default 1440), as the app reads it.
+
+job_stats is filled from the rows of the last 8 days (what the stats' longest window, 7 days,
+reads), counted as the recorder's statement counts them (app/jobs/record/counting.py); a job
+that ended while this ran would not be counted: one more reason to stop the writers.
 """
 
 import os
@@ -23,8 +27,11 @@ from typing import Any
 
 from alembic import op
 
-revision: str = "0009"
-down_revision: str | None = "0008"
+from app.jobs.histogram import RUN_COLUMNS, WAIT_COLUMNS
+from app.jobs.record.counting import COMPACT, count_ended
+
+revision: str = "0010_partitioned_jobs"
+down_revision: str | None = "0009_schedule_pauses"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -77,7 +84,7 @@ def _legacy_name(index: str) -> str:
     return index.replace("ix_background_jobs_", f"{_LEGACY}_")
 
 
-def upgrade() -> None:
+def _partition() -> None:
     op.execute(JOB_ID_CREATED_AT)
     width = _width_seconds()
     # The first boundary at least an hour away: rows written until the swap still fit.
@@ -133,12 +140,16 @@ def upgrade() -> None:
         f"""
         ALTER TABLE {_LEGACY}
             DROP CONSTRAINT pk_background_jobs,
-            DROP CONSTRAINT uq_background_jobs_job_id,
             DROP CONSTRAINT uq_background_jobs_idempotency_key,
             ADD CONSTRAINT {_LEGACY}_pkey PRIMARY KEY USING INDEX {_TABLE}_legacy_id_created_at,
             ADD CONSTRAINT {_LEGACY}_job_id_created_at_key
                 UNIQUE USING INDEX {_TABLE}_legacy_job_id_created_at
         """
+    )
+    # Its ids spell no time, so (job_id, created_at) alone would not keep them unique: the
+    # partition keeps its own unique index on job_id (a row reported late lands here again).
+    op.execute(
+        f"ALTER TABLE {_LEGACY} RENAME CONSTRAINT uq_background_jobs_job_id TO {_LEGACY}_job_id_key"
     )
     # The same columns in the same order, the defaults, and the CHECKs by name (attaching
     # a table needs each of the parent's).
@@ -176,7 +187,7 @@ def upgrade() -> None:
         start = end
 
 
-def downgrade() -> None:
+def _unpartition() -> None:
     # One table again: a copy of every row, as slow as the table is big.
     op.execute(f"ALTER TABLE {_TABLE} RENAME TO background_jobs_partitioned")
     for index in [*_NEW_INDEXES, "pk_background_jobs", "uq_background_jobs_job_id_created_at"]:
@@ -202,3 +213,60 @@ def downgrade() -> None:
     op.execute("DROP TABLE background_jobs_partitioned")
     op.execute("DROP TABLE job_idempotency_keys")
     op.execute("DROP FUNCTION job_id_created_at(uuid)")
+
+
+_RECENT = """(
+    SELECT task_name, project_id, status, created_at, started_at, completed_at
+    FROM background_jobs
+    WHERE created_at >= now() - interval '8 days' OR completed_at >= now() - interval '2 hours'
+)"""
+
+
+def _count() -> None:
+    buckets = ", ".join(f"{column} integer" for column in (*RUN_COLUMNS, *WAIT_COLUMNS))
+    op.execute(
+        f"""
+        CREATE TABLE job_stats (
+            kind varchar(8) NOT NULL,
+            project_id uuid NOT NULL,
+            at timestamptz NOT NULL,
+            task_name varchar(200) NOT NULL,
+            complete bigint DEFAULT 0 NOT NULL,
+            failed bigint DEFAULT 0 NOT NULL,
+            aborted bigint DEFAULT 0 NOT NULL,
+            {buckets},
+            CONSTRAINT pk_job_stats PRIMARY KEY (kind, project_id, at, task_name)
+        ) WITH (fillfactor = 70)
+        """
+    )
+    op.execute(
+        """
+        CREATE TABLE job_stats_pending (
+            kind varchar(8) NOT NULL,
+            project_id uuid NOT NULL,
+            at timestamptz NOT NULL,
+            task_name varchar(200) NOT NULL,
+            status varchar(16) NOT NULL,
+            run smallint,
+            wait smallint,
+            n integer NOT NULL
+        )
+        """
+    )
+    op.execute(count_ended(_RECENT))
+    op.execute(COMPACT)
+
+
+def _uncount() -> None:
+    op.execute("DROP TABLE job_stats_pending")
+    op.execute("DROP TABLE job_stats")
+
+
+def upgrade() -> None:
+    _partition()
+    _count()
+
+
+def downgrade() -> None:
+    _uncount()
+    _unpartition()
