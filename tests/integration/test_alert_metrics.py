@@ -177,13 +177,19 @@ async def test_retention_passes_that_fail_and_succeed_reach_the_scrape(
     dead = build_parts(replace(settings, database_url=unreachable_database()), REGISTRY)
     options: dict[str, Any] = {"job_days": 30, "audit_days": 0, "interval": 3600}
     try:
-        failing = Retention(dead.sessions, queue.redis, name, metrics=parts.metrics, **options)
+        failing = Retention(
+            dead.sessions, dead.retention.partitions, queue.redis, name,
+            metrics=parts.metrics, **options,
+        )  # fmt: skip
         failed = await one_pass(failing, parts, client, lambda s: any(passes(s, name, RETENTION)))
     finally:
         await dead.close()
     assert passes(failed, name, RETENTION) == (0, 1)
 
-    working = Retention(parts.sessions, queue.redis, name, metrics=parts.metrics, **options)
+    working = Retention(
+        parts.sessions, parts.retention.partitions, queue.redis, name,
+        metrics=parts.metrics, **options,
+    )  # fmt: skip
     assert await working.run_once() == {}  # the lock of the failed pass: not a pass, not counted
     await queue.redis.delete(f"saq:{name}:retention-lock")
     scraped = await one_pass(working, parts, client, lambda s: passes(s, name, RETENTION)[0] == 1)
