@@ -7,7 +7,7 @@ export UV_PYTHON_PREFERENCE := only-system
 RUN := $(UV) run --locked
 LITESTAR := $(RUN) litestar --app app.asgi:create_app
 
-.PHONY: help install system-deps dev up down migrate test lint format bench bench-peers bench-growth clean
+.PHONY: help install system-deps dev up down migrate test lint format bench bench-peers bench-growth bench-soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F '\t' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench: install system-deps ## run every benchmark scenario on throwaway servers 
 bench-growth: export WITH_WRK := 1
 bench-growth: install system-deps ## every read at 1M and 10M rows of history (tens of minutes); writes bench/results/growth.json
 	$(RUN) python -m bench.growth
+
+bench-soak: install system-deps ## an hour of triggers at half the drain rate, retention every minute (BENCH_SOAK_MINUTES); writes bench/results/soak.json
+	BENCH_SOAK=1 $(RUN) python -m bench.soak
 
 # The peers' packages (the `peers` group) go into a venv of their own, never into .venv.
 bench-peers: system-deps ## plain SAQ, the tracked worker, Procrastinate and Celery side by side; writes bench/results/peers.json
