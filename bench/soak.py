@@ -23,9 +23,13 @@ import json
 import os
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.config import Settings
+from app.ops.partitions import Partitions
 from bench.__main__ import background_load, machine, revision
 from bench.common import ROOT, Bench, Config, as_json_ready, bench_context, percentile, rounded
 from bench.load import HttpConnection
@@ -70,9 +74,9 @@ async def _send(
         try:
             status, _ = await connection.request(TRIGGER)
             errors += status != 202
-        except (OSError, asyncio.IncompleteReadError, ValueError):
+        except Exception:
             errors += 1
-            await connection.close()
+            await connection.close()  # the next request on it opens a new one
         finally:
             pool.put_nowait(connection)
         latencies.append((due, (time.monotonic() - due) * 1000))
@@ -141,6 +145,22 @@ def slices(
     return found
 
 
+async def minute_partitions(bench: Bench) -> None:
+    """The migration's partitions (a day wide) replaced by a minute's, from now: a day one
+    would hold the whole run and never fall past the window."""
+    engine = create_async_engine(
+        Settings.from_env({"DATABASE_URL": bench.database_url}).database_url
+    )
+    partitions = Partitions(lambda: engine, width=timedelta(minutes=1), ahead=3)
+    try:
+        await bench.db.execute("TRUNCATE background_jobs, job_stats, job_stats_pending")
+        for partition in await partitions.current():
+            await bench.db.execute(f"DROP TABLE {partition.name}")
+        await partitions.ensure()
+    finally:
+        await engine.dispose()
+
+
 async def soak(bench: Bench, rate: float) -> dict[str, Any]:
     retention_days = WINDOW / 1440
     extra = {
@@ -150,6 +170,7 @@ async def soak(bench: Bench, rate: float) -> dict[str, Any]:
         "JOB_RETENTION_DAYS": repr(retention_days),
     }
     os.environ.update(extra)  # the API process makes no partition; the worker's loop does
+    await minute_partitions(bench)
     api, port = await bench.start_api("api-soak", factory="bench.app:create_bench_app")
     worker = await bench.start_worker("worker-soak", **extra)
     try:
