@@ -23,6 +23,7 @@ from saq.job import Job as SaqJob
 
 
 class JobStatus(StrEnum):
+    WAITING = "waiting"  # for its parents (`after=`): recorded, not on the queue yet
     QUEUED = "queued"
     RUNNING = "running"
     COMPLETE = "complete"
@@ -32,16 +33,24 @@ class JobStatus(StrEnum):
 
 # status -> the statuses a row in it may move to. A final row never moves: a late or
 # duplicate event (a retry's `queued` after the next attempt started, a second delivery of
-# a finished job) must not rewrite history.
+# a finished job) must not rewrite history. A waiting row is released (`queued`) when its
+# last parent completes, or aborted when one ends otherwise; nothing moves a row back to
+# waiting but an operator's retry of its parent (record/dependencies.py), and a waiting row
+# never runs: its job is not on the queue.
+_ON_QUEUE = frozenset(JobStatus) - {JobStatus.WAITING}
 ALLOWED_MOVES: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset(JobStatus),
-    JobStatus.RUNNING: frozenset(JobStatus),
+    JobStatus.WAITING: frozenset({JobStatus.QUEUED, JobStatus.ABORTED}),
+    JobStatus.QUEUED: _ON_QUEUE,
+    JobStatus.RUNNING: _ON_QUEUE,
     JobStatus.COMPLETE: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.ABORTED: frozenset(),
 }
 TERMINAL_STATUSES = frozenset(status for status, moves in ALLOWED_MOVES.items() if not moves)
 UNFINISHED_STATUSES = frozenset(JobStatus) - TERMINAL_STATUSES
+# The unfinished rows whose job is on the queue (or should be): what the reconciler compares
+# with Redis. A waiting row's job is not there until it is released.
+ON_QUEUE_STATUSES = UNFINISHED_STATUSES - {JobStatus.WAITING}
 # The one way out of a final status: an operator's manual retry (`RETRY_ENDED` in
 # lifecycle_sql.py), not an event, so it is not in ALLOWED_MOVES. A completed job is not run
 # again.
