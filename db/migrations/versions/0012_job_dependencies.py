@@ -51,6 +51,7 @@ def upgrade() -> None:
         "job_dependencies",
         sa.Column("parent_id", GUID(length=16), nullable=False),
         sa.Column("child_id", GUID(length=16), nullable=False),
+        sa.Column("counted", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.PrimaryKeyConstraint("parent_id", "child_id", name=op.f("pk_job_dependencies")),
     )
     op.create_index("ix_job_dependencies_child_id", "job_dependencies", ["child_id"])

@@ -109,6 +109,8 @@ class JobDependency(DefaultBase):
 
     parent_id: Mapped[UUID] = mapped_column(primary_key=True)
     child_id: Mapped[UUID] = mapped_column(primary_key=True)
+    # The parent's completion is counted in the child's `parents_left` (once, whoever saw it).
+    counted: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
 
 
 class ApiKey(UUIDv7AuditBase):

@@ -121,6 +121,9 @@ ROW_ID = "job_id"
 # with neither this nor a row id was made by a plain SAQ producer and has no row yet.
 FROM_OUTBOX = "outbox"
 CRON = "cron"  # the schedule of a cron run, put there by the worker's settings
+# Set on a job whose row had children waiting for it when it was enqueued: its end is
+# written at once, not after the recorder's gather interval (a chain is latency-bound).
+HAS_DEPENDENTS = "has_dependents"
 # How many times an operator retried the row when this job was enqueued (absent: never).
 # Events of an earlier run carry a smaller number, so they cannot touch the retried row.
 MANUAL_RETRIES = "manual_retries"
@@ -194,6 +197,7 @@ class Transition:
     at: datetime | None = None  # when an error happened (its entry in the row's history)
     new_row: NewRow | None = None  # the row to create if there is none yet (not an outbox job)
     manual_retries: int = 0  # the run of the row it belongs to (see MANUAL_RETRIES)
+    urgent: bool = False  # an end that releases children: written without waiting
 
     @classmethod
     def of(cls, job: SaqJob, exception: BaseException | None = None) -> Transition:
@@ -225,6 +229,7 @@ class Transition:
             at=datetime.now(UTC) if failed else None,
             new_row=NewRow.of(job) if job.meta and ROW_ID in job.meta else None,
             manual_retries=manual_retries_of(job),
+            urgent=status in TERMINAL_STATUSES and bool(job.meta and job.meta.get(HAS_DEPENDENTS)),
         )
 
 

@@ -69,8 +69,8 @@ INSERT_DEPENDENT = text(
         RETURNING job_id, status, error
     ),
     links AS (
-        INSERT INTO job_dependencies (parent_id, child_id)
-        SELECT p.job_id, c.job_id FROM parents p CROSS JOIN child c
+        INSERT INTO job_dependencies (parent_id, child_id, counted)
+        SELECT p.job_id, c.job_id, p.status = 'complete' FROM parents p CROSS JOIN child c
     )
     SELECT t.found, c.job_id, c.status, c.error FROM tally t LEFT JOIN child c ON true
     """  # noqa: S608 - built from this module's constants only

@@ -22,7 +22,14 @@ from saq.job import Job as SaqJob
 from sqlalchemy import bindparam, select, text
 
 from app.db.models import BackgroundJob
-from app.jobs.lifecycle import FROM_OUTBOX, MANUAL_RETRIES, ROW_ID, JobStatus, to_json
+from app.jobs.lifecycle import (
+    FROM_OUTBOX,
+    HAS_DEPENDENTS,
+    MANUAL_RETRIES,
+    ROW_ID,
+    JobStatus,
+    to_json,
+)
 from app.jobs.outbox.after import insert_dependent, parents_of
 from app.jobs.outbox.batcher import Batcher
 from app.jobs.record.statements import Execute
@@ -243,6 +250,8 @@ class Enqueuer:
             meta={FROM_OUTBOX: True},  # its row exists: a worker does not adopt it
             **settings,
         )
+        if getattr(row, "has_dependents", False):  # its end is written at once
+            job.meta[HAS_DEPENDENTS] = True
         manual_retries: int = getattr(row, "manual_retries", 0) or 0
         if manual_retries:  # its events must tell this run from the earlier ones
             job.meta[MANUAL_RETRIES] = manual_retries

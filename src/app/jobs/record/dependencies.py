@@ -54,19 +54,26 @@ def ended_entry(attempts: str, at: str, reason: str, parent_id: str) -> str:
 
 
 # What the outbox needs to put a released row's job on the queue.
-_RELEASED = "c.job_id, c.task_name, c.arguments, c.attempts, c.max_attempts, c.manual_retries"
+_RELEASED = """c.job_id, c.task_name, c.arguments, c.attempts, c.max_attempts, c.manual_retries,
+    c.has_dependents"""
 
 # Parents that completed: each child's count goes down by the number among them it waits
 # for; at zero it is released. An UPDATE of the child's row: concurrent parents' releases
-# of one child take turns, and the later one counts from what the earlier one wrote.
+# of one child take turns, and the later one counts from what the earlier one wrote. Each
+# link is counted once (`counted`), so the statement sent again after a lost reply does not
+# count a parent twice.
 RELEASE_CHILDREN = text(
     f"""
+    WITH newly AS (
+        UPDATE job_dependencies SET counted = true
+        WHERE parent_id = ANY(CAST(:parent_ids AS uuid[])) AND NOT counted
+        RETURNING child_id
+    )
     UPDATE background_jobs AS c SET
         parents_left = GREATEST(c.parents_left - r.n, 0),
         status = CASE WHEN c.parents_left - r.n <= 0 THEN 'queued' ELSE c.status END,
         updated_at = now()
-    FROM (SELECT child_id, count(*) AS n FROM job_dependencies
-          WHERE parent_id = ANY(CAST(:parent_ids AS uuid[])) GROUP BY child_id) AS r
+    FROM (SELECT child_id, count(*) AS n FROM newly GROUP BY child_id) AS r
     WHERE c.job_id = r.child_id AND c.status = 'waiting'
     RETURNING c.status, {_RELEASED}
     """  # noqa: S608 - built from this module's constants only
@@ -163,6 +170,7 @@ class ReleasedJob:
     attempts: int
     max_attempts: int
     manual_retries: int
+    has_dependents: bool
 
 
 def _released(rows: Sequence[Any]) -> list[ReleasedJob]:
