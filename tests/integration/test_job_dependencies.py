@@ -6,6 +6,7 @@ promise 14)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -63,8 +64,9 @@ async def test_a_chain_runs_in_order_each_job_after_its_parent_completed(
         await wait_for_row(j.job_id, lambda r: r.status == "complete")
         for j in (first, second, third)
     ]
-    for parent, child in zip(rows, rows[1:], strict=False):
-        assert parent.completed_at is not None and child.started_at is not None
+    for parent, child in itertools.pairwise(rows):
+        assert parent.completed_at is not None
+        assert child.started_at is not None
         assert child.started_at >= parent.completed_at  # never before its parent completed
 
 
@@ -92,7 +94,8 @@ async def test_fan_in_waits_for_every_parent_and_fan_out_releases_every_child(
     assert await _status(engine, both.job_id) == "waiting"  # `slow` still runs
     done = await wait_for_row(both.job_id, lambda r: r.status == "complete")
     slow_row = await wait_for_row(slow.job_id, lambda r: r.status == "complete")
-    assert done.started_at is not None and slow_row.completed_at is not None
+    assert done.started_at is not None
+    assert slow_row.completed_at is not None
     assert done.started_at >= slow_row.completed_at
 
 
