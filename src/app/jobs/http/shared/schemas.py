@@ -47,11 +47,11 @@ class TriggerTestRequest(msgspec.Struct, forbid_unknown_fields=True):
 TRIGGER_EXAMPLE = {"message": "Test message", "sleep_seconds": 0.1, "fail": False}
 
 
-class JobAccepted(msgspec.Struct):
+class JobAccepted(msgspec.Struct, omit_defaults=True):
     message: str
     job_id: UUID
-    # `queued`; `waiting` for a job with parents not all completed; `aborted` if one of its
-    # parents had already failed or been aborted.
+    # Said only when not `queued`: `waiting` for a job with parents not all completed,
+    # `aborted` if one of them had already failed or been aborted.
     status: JobStatus = JobStatus.QUEUED
 
 
