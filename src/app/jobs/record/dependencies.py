@@ -138,15 +138,22 @@ WAIT_AGAIN = text(
     """  # noqa: S608 - built from this module's constants only
 )
 
-# The reconciler's safety net, for what a killed process or a lost write left behind.
+# The reconciler's safety net, for what a killed process or a lost write left behind: read
+# first, so that a pass with nothing to settle writes nothing.
 _STALE_WAITING = "c.status = 'waiting' AND c.updated_at < CAST(:older_than AS timestamptz)"
-RELEASE_READY = text(
+READY_WAITING = text(
     f"""
-    UPDATE background_jobs AS c SET status = 'queued', parents_left = 0, updated_at = now()
+    SELECT c.job_id FROM background_jobs c
     WHERE {_STALE_WAITING}
       AND NOT EXISTS (SELECT 1 FROM job_dependencies d
                       JOIN background_jobs p ON p.job_id = d.parent_id
                       WHERE d.child_id = c.job_id AND p.status <> 'complete')
+    """  # noqa: S608 - built from this module's constants only
+)
+RELEASE_READY = text(
+    f"""
+    UPDATE background_jobs AS c SET status = 'queued', parents_left = 0, updated_at = now()
+    WHERE c.job_id = ANY(CAST(:job_ids AS uuid[])) AND c.status = 'waiting'
     RETURNING c.status, {_RELEASED}
     """  # noqa: S608 - built from this module's constants only
 )
@@ -203,7 +210,11 @@ async def repair_waiting(execute: Execute, older_than: datetime) -> list[Release
     """The reconciler's pass over waiting rows unchanged since `older_than`: those whose
     parents all completed are released (returned), those with a parent that failed or was
     aborted are aborted with their descendants."""
-    released = _released(await execute(RELEASE_READY, {"older_than": older_than}))
+    ready = await execute(READY_WAITING, {"older_than": older_than})
+    released: list[ReleasedJob] = []
+    if ready:
+        job_ids = [row[0] for row in ready]
+        released = _released(await execute(RELEASE_READY, {"job_ids": job_ids}))
     ended = await execute(ENDED_PARENTS_OF_WAITING, {"older_than": older_than})
     if ended:
         await execute(ABORT_DESCENDANTS, {"parent_ids": [row[0] for row in ended]})
