@@ -210,26 +210,41 @@ async def test_cancelling_a_waiting_job_aborts_it_and_its_children(
 async def test_two_parents_completing_at_once_in_two_processes_release_their_children(
     jobs: BackgroundJobService, engine: AsyncEngine
 ) -> None:
-    """Each completion is its own UPDATE and release on its own connection, at the same time:
-    the children's count is what serializes them (a check of the other parent's status would
-    read it unfinished in both)."""
+    """`a`'s end and release are written in a transaction held open while `b`'s run on another
+    connection (two recorders at the same moment): `b`'s release waits for the children's rows,
+    then must count from what `a`'s wrote. A check of the other parent's status instead would
+    read `a` unfinished (its statement's snapshot) and leave every child waiting."""
     a = await jobs.enqueue(trigger_test, {"message": "a"})
     b = await jobs.enqueue(trigger_test, {"message": "b"})
     children = [
         await jobs.enqueue(trigger_test, {"message": f"c{i}"}, after=[a.job_id, b.job_id])
-        for i in range(40)
+        for i in range(20)
     ]
-    connections = [HeldConnection(lambda: engine) for _ in range(2)]
 
-    async def complete(parent: UUID, connection: HeldConnection) -> None:
-        written = await write_transitions(
-            connection.execute, [Transition(parent, "trigger_test", JobStatus.COMPLETE, 1)]
-        )
-        await settle_children(connection.execute, written.ended_parents)
+    def ended(parent: UUID) -> list[Transition]:
+        return [Transition(parent, "trigger_test", JobStatus.COMPLETE, 1)]
 
-    await asyncio.gather(complete(a.job_id, connections[0]), complete(b.job_id, connections[1]))
-    for connection in connections:
-        await connection.close()
+    held = await engine.connect()
+    transaction = await held.begin()
+
+    async def in_transaction(statement: Any, parameters: Any) -> Any:
+        return (await held.execute(statement, parameters)).all()
+
+    written = await write_transitions(in_transaction, ended(a.job_id))
+    await settle_children(in_transaction, written.ended_parents)  # `a` counted, not committed
+    other = HeldConnection(lambda: engine)
+
+    async def b_ends() -> None:
+        written = await write_transitions(other.execute, ended(b.job_id))
+        await settle_children(other.execute, written.ended_parents)
+
+    b_task = asyncio.create_task(b_ends())
+    await asyncio.sleep(1.0)  # `b`'s release has started and waits for the children's rows
+    assert not b_task.done()
+    await transaction.commit()
+    await b_task
+    await held.close()
+    await other.close()
     rows = await read_rows(engine, [c.job_id for c in children])
     assert {row.status for row in rows.values()} == {"queued"}
 
