@@ -50,7 +50,7 @@ def settings(database_url: str, servers: Servers) -> Settings:
 async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     engine = create_async_engine(settings.database_url)
     async with engine.begin() as connection:
-        await connection.execute(text("TRUNCATE background_jobs"))
+        await connection.execute(text("TRUNCATE background_jobs, job_dependencies"))
     yield engine
     await engine.dispose()
 

@@ -118,6 +118,7 @@ def build_parts(settings: Settings, registry: TaskRegistry) -> Parts:
     )
     # Concurrent triggers share one INSERT and one Redis pipeline.
     enqueuer = Enqueuer(queue, registry, settings.job_timeout, HeldConnection(engine))
+    queue.recorder.release = enqueuer.enqueue_recorded  # children released by a parent's end
     reconciler = Reconciler(
         queue,
         enqueuer,

@@ -37,6 +37,7 @@ class TaskLine:
     aborted: int
     running: int
     queued: int
+    waiting: int  # for other jobs: not on the queue yet
     failure_rate: str
     p50: str
     p95: str
@@ -88,6 +89,7 @@ class Overview:
                     aborted=row["aborted"],
                     running=row["running"],
                     queued=row["queued"],
+                    waiting=row["waiting"],
                     failure_rate="—" if rate is None else f"{rate * 100:.1f} %",
                     p50=duration(run[0]),
                     p95=duration(run[1]),

@@ -37,6 +37,7 @@ from app.monitor.views import (
     STATUS_ICONS,
     PageFilters,
     job_view,
+    relative_view,
     row_view,
 )
 
@@ -159,8 +160,11 @@ class MonitorPages(Controller):
         view = job_view(JobRead.from_row(row), redactor, principal)
         saq_url = await _saq_url(request, task_queues, row.queue, row.job_key or str(row.job_id))
         runs = await monitor_queries.task_runs(row.task_name)
+        relatives = [relative_view(r) for r in await monitor_queries.relatives(wanted)]
         context = {
             **view,
+            "parents": [r for r in relatives if r["relation"] == "parent"],
+            "children": [r for r in relatives if r["relation"] == "child"],
             "saq_url": saq_url,
             "runs_svg": runs_strip(runs, current=wanted),
             "runs_count": len(runs),

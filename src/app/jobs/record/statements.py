@@ -9,7 +9,7 @@ in-batch fold that prepares a batch is `lifecycle.fold`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -19,6 +19,7 @@ from sqlalchemy import Executable, Row, text
 from app.jobs.lifecycle import (
     ALLOWED_SOURCES,
     RETRYABLE_STATUSES,
+    TERMINAL_STATUSES,
     JobStatus,
     NewRow,
     Transition,
@@ -41,8 +42,9 @@ _BATCH_COLUMNS = """
         CAST(:new_errors AS jsonb[]), CAST(:manual_retries AS integer[])"""
 _BATCH_NAMES = """job_id, status, sources, attempt, worker_id, started_at, completed_at, result,
            error, traceback, new_errors, manual_retries"""
-# What a moved row tells the events it is published in (`MovedRow`).
-_MOVED = "job_id, task_name, queue, user_id, project_id"
+# What a moved row tells the events it is published in (`MovedRow`), and whether it has
+# children waiting for it (`Written.ended_parents`).
+_MOVED = "job_id, task_name, queue, user_id, project_id, has_dependents, status"
 _UPDATE = """
     UPDATE background_jobs AS b SET
         status = v.status,
@@ -63,7 +65,8 @@ _UPDATE = """
       AND b.status = ANY(string_to_array(v.sources, ','))
       AND b.attempts <= v.attempt
       AND b.manual_retries <= v.manual_retries
-    RETURNING b.job_id, b.task_name, b.queue, b.user_id, b.project_id
+    RETURNING b.job_id, b.task_name, b.queue, b.user_id, b.project_id, b.has_dependents,
+        b.status
 """
 GUARDED_UPDATE = text(_UPDATE.format(batch=f"unnest({_BATCH_COLUMNS}) AS v({_BATCH_NAMES})"))
 
@@ -99,6 +102,7 @@ FIRST_SEEN_AND_UPDATE = text(
     """  # noqa: S608 - built from this module's constants only
 )
 
+_ENDED_VALUES = frozenset(status.value for status in TERMINAL_STATUSES)
 # The statuses each status may follow, as the statement's comma-separated text argument.
 _SOURCES = {
     target: ",".join(sorted(source.value for source in sources))
@@ -122,10 +126,12 @@ class MovedRow:
 
 @dataclass(frozen=True, slots=True)
 class Written:
-    """A batch's outcome: the transitions that took effect, and each moved row's facts."""
+    """A batch's outcome: the transitions that took effect, each moved row's facts, and the
+    rows with dependents that ended (their children are released or aborted next)."""
 
     applied: list[Transition]
     rows: dict[UUID, MovedRow]
+    ended_parents: dict[UUID, JobStatus] = field(default_factory=dict)
 
 
 async def apply_transitions(
@@ -169,28 +175,39 @@ async def write_transitions(execute: Execute, transitions: Sequence[Transition])
         parameters.update(_new_row_parameters(new_rows))
     rows = await execute(FIRST_SEEN_AND_UPDATE if any(new_rows) else GUARDED_UPDATE, parameters)
     moved = {row[0]: MovedRow.of(row) for row in rows}
+    ended_parents = {
+        values[0]: JobStatus(values[6])
+        for values in map(tuple, rows)
+        if values[5:6] == (True,) and values[6] in _ENDED_VALUES
+    }
     applied = [
         t
         for t in transitions
         if t.job_id in moved and not any(t is i for i in folded[t.job_id].ignored)
     ]
-    return Written(applied, moved)
+    return Written(applied, moved, ended_parents)
 
 
 # An operator's retry of ended jobs: back to `queued` under the same job_id, for at least one
 # more attempt, with an entry in the history saying who retried it. One statement for any
-# number of jobs; its status guard makes concurrent retries of a job take effect once.
+# number of jobs; its status guard makes concurrent retries of a job take effect once. A job
+# with parents that have not all completed goes back to `waiting` for them, not on the queue.
+_PARENTS_LEFT = """(SELECT count(*) FROM job_dependencies d
+        JOIN background_jobs p ON p.job_id = d.parent_id
+        WHERE d.child_id = j.job_id AND p.status <> 'complete')"""
+_AGAIN = f"CASE WHEN {_PARENTS_LEFT} > 0 THEN 'waiting' ELSE 'queued' END"
 RETRY_ENDED = text(
     f"""
-    UPDATE background_jobs SET
-        status = 'queued',
+    UPDATE background_jobs AS j SET
+        status = {_AGAIN},
+        parents_left = {_PARENTS_LEFT},
         max_attempts = GREATEST(max_attempts, attempts + 1),
         manual_retries = manual_retries + 1,
         completed_at = NULL,
         progress = NULL,
         progress_message = NULL,
         errors = errors || jsonb_build_array(jsonb_build_object(
-            'attempt', attempts, 'at', CAST(:at AS text), 'status', 'queued',
+            'attempt', attempts, 'at', CAST(:at AS text), 'status', {_AGAIN},
             'retried_from', status, 'retried_by', CAST(:actor AS text))),
         updated_at = now()
     WHERE job_id = ANY(CAST(:job_ids AS uuid[])) AND {status_in(RETRYABLE_STATUSES)}

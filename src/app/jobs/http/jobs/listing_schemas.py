@@ -41,6 +41,7 @@ class StatusCounts(msgspec.Struct):
     complete: int
     failed: int
     aborted: int
+    waiting: int  # for other jobs (`after=`): not on the queue yet
 
 
 class Percentiles(msgspec.Struct):
@@ -156,7 +157,14 @@ STATS_EXAMPLE = {
         {
             "task_name": "trigger_test",
             "total": 120,
-            "counts": {"queued": 3, "running": 2, "complete": 105, "failed": 8, "aborted": 2},
+            "counts": {
+                "queued": 3,
+                "running": 2,
+                "complete": 105,
+                "failed": 8,
+                "aborted": 2,
+                "waiting": 0,
+            },
             "failure_rate": 0.0696,
             "run_seconds": {"p50": 0.105, "p95": 0.31},
             "wait_seconds": {"p50": 0.004, "p95": 0.02},
