@@ -45,6 +45,7 @@ from app.jobs.http.shared.exception_handlers import exception_handlers
 from app.jobs.http.shared.redaction import Redactor, redaction_dependencies
 from app.jobs.metrics import JobMetrics
 from app.jobs.outbox.enqueuer import Enqueuer
+from app.jobs.queue.gate import QueueGate
 from app.jobs.queue.pauses import SchedulePauses
 from app.jobs.queue.tracked import TrackedQueue
 from app.jobs.reads.event_hub import EventHub
@@ -115,6 +116,7 @@ def build_parts(settings: Settings, registry: TaskRegistry) -> Parts:
         ),
         metrics=metrics,
         pauses=SchedulePauses(sessions, settings.queue_name),  # runs of paused cron schedules
+        gate=QueueGate(redis, settings.queue_name, sessions, recheck=settings.queue_pause_recheck),
     )
     # Concurrent triggers share one INSERT and one Redis pipeline.
     enqueuer = Enqueuer(queue, registry, settings.job_timeout, HeldConnection(engine))
