@@ -31,9 +31,10 @@ from app.auth.session import SessionCookies, SessionStore
 from app.auth.throttle import FailureThrottle
 from app.config import Settings, SettingsError, sqlalchemy_config
 from app.db.connection import HeldConnection, autocommit_sessions
+from app.jobs.control.queues import QueuePausing
 from app.jobs.control.schedules import Schedules
 from app.jobs.http.control.actions import JobActionController, actions_dependencies
-from app.jobs.http.control.queues import QueueController
+from app.jobs.http.control.queues import QueueController, queues_dependencies
 from app.jobs.http.control.schedules import ScheduleController, schedules_dependencies
 from app.jobs.http.control.workers import WorkerController, workers_dependencies
 from app.jobs.http.jobs.controllers import JobController, TaskController
@@ -183,6 +184,7 @@ def create_app(
     # The schedules the workers run, as this process's queue config holds them.
     declared = [job for config in queues.queue_configs for job in config.scheduled_tasks]
     schedules = Schedules(declared, settings.queue_name, parts.sessions, audit)
+    queue_pausing = QueuePausing([settings.queue_name], parts.queue.redis, parts.sessions, audit)
     events = EventHub(parts.queue.redis, stream_key(settings.queue_name))
     app = Litestar(
         route_handlers=[
@@ -229,6 +231,7 @@ def create_app(
             **actions_dependencies(parts.sessions, parts.enqueuer),
             **redaction_dependencies(settings.redact_keys),
             **schedules_dependencies(schedules),
+            **queues_dependencies(queue_pausing),
             **workers_dependencies(Workers(parts.sessions)),
             # One reader of the job events per API process, shared by every stream.
             **events_dependencies(events, settings.events_heartbeat, settings.events_max_stream),

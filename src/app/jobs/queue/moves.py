@@ -194,6 +194,7 @@ class JobMoves:
         self._seq = 0
         self._waiting: list[asyncio.Future[Any]] = []
         self._take_staged = False
+        self._queued_wait: asyncio.Future[Any] | None = None
 
     def call(self, script: Script, keys: list[Any], *args: Any) -> tuple[int, Command]:
         """`script`'s command and its number, taken as it is written: numbers rise in the
@@ -223,6 +224,17 @@ class JobMoves:
         _, data = taken
         job: Job | None = self._queue.deserialize(data)
         return job
+
+    async def wait_for_queued(self, seconds: float) -> bool:
+        """Until the queue holds a job (False: `seconds` passed; 0: no limit). Only waits (SAQ's
+        BLMOVE would take the job past the gate): a list moved onto itself head to head is left
+        as it was. One wait for all of the queue's takers: a job wakes one take, not many."""
+        if self._queued_wait is None or self._queued_wait.done():
+            redis = self._queue.redis
+            wait = redis.blmove(self.queued, self.queued, seconds, "LEFT", "LEFT")  # type: ignore[arg-type]
+            self._queued_wait = asyncio.ensure_future(wait)
+            self._queued_wait.add_done_callback(_seen)
+        return bool(await asyncio.shield(self._queued_wait))
 
     def put_back(self, job_ids: list[bytes]) -> None:
         """Jobs taken for callers that are gone: to the head of the queue, in their order."""
@@ -258,3 +270,9 @@ class JobMoves:
     async def _send(self, move: _JobMove) -> None:
         self._batcher.stage(move)
         await move.future
+
+
+def _seen(wait: asyncio.Future[Any]) -> None:
+    # The shared wait's error reaches its takers; with none left (a worker stopping), unlogged.
+    if not wait.cancelled():
+        wait.exception()

@@ -267,16 +267,12 @@ class TrackedQueue(RedisQueue):
     async def _take(self, timeout: float, poll_interval: float) -> Job | None:
         """The next job in one round trip, shared with the worker's other takers; when the
         queue is empty, a blocking wait for a job, so an idle worker wakes at once."""
-        job = await self._moves.take()  # LMOVE: Redis 6.2 or later, checked at connect
-        if job is UNKNOWN and self.gate is not None and await self.gate.restore():
-            job = await self._moves.take()  # the gate is written again: as if it had been
+        job = await self._take_through_gate()
         if job is EMPTY:
             if self.gate is None:  # SAQ's blocking dequeue
                 return await super().dequeue(timeout=timeout, poll_interval=poll_interval)
-            # Only waits: SAQ's BLMOVE would take the job past the gate. A list moved onto
-            # itself head to head is left as it was.
-            if await self.redis.blmove(self._queued, self._queued, timeout, "LEFT", "LEFT"):  # type: ignore[arg-type]
-                job = await self._moves.take()
+            if await self._moves.wait_for_queued(timeout):
+                job = await self._take_through_gate()
         if job is EMPTY:
             return None
         if job is PAUSED or job is UNKNOWN:
@@ -284,3 +280,9 @@ class TrackedQueue(RedisQueue):
             await self.gate.held(known=job is PAUSED)
             return None
         return job  # type: ignore[return-value]
+
+    async def _take_through_gate(self) -> Job | object | None:
+        job = await self._moves.take()  # LMOVE: Redis 6.2 or later, checked at connect
+        if job is UNKNOWN and self.gate is not None and await self.gate.restore():
+            job = await self._moves.take()  # the gate is written again: as if it had been
+        return job
