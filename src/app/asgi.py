@@ -31,6 +31,7 @@ from app.auth.session import SessionCookies, SessionStore
 from app.auth.throttle import FailureThrottle
 from app.config import Settings, SettingsError, sqlalchemy_config
 from app.db.connection import HeldConnection, autocommit_sessions
+from app.jobs.control.cli import QueuesCli
 from app.jobs.control.queues import QueuePausing
 from app.jobs.control.schedules import Schedules
 from app.jobs.http.control.actions import JobActionController, actions_dependencies
@@ -86,6 +87,12 @@ class Parts:
     reconciler: Reconciler
     retention: Retention  # run by the workers, and by admins through the API
     metrics: JobMetrics  # the queue's and the recorder's job counts
+
+    async def close_clients(self) -> None:
+        """Close the Redis client and the engine (a CLI command's, which connected nothing else)."""
+        await self.queue.redis.aclose()
+        if self.database.engine_instance is not None:
+            await self.database.engine_instance.dispose()
 
     async def close(self) -> None:
         """Flush and close what the parts opened (the app's own shutdown does it in the API)."""
@@ -208,6 +215,7 @@ def create_app(
             SaqWebRoles(queues, audit, monitor_path=MONITOR_PATH),
             AccessControl(authenticator),
             KeysCli(parts.database),
+            QueuesCli(queue_pausing, parts.close_clients),
             Monitor(
                 parts.sessions,
                 authenticator,

@@ -84,7 +84,8 @@ async def test_pause_resume_and_drain_are_audited_idempotent_and_refuse_bad_inpu
     for path in (f"/api/v1/queues/nope/{action}" for action in ("pause", "resume", "drain")):
         unknown = await client.post(path)
         assert unknown.status_code == 404, unknown.text
-        assert "nope" in unknown.json()["detail"] and name in unknown.json()["detail"]
+        assert "nope" in unknown.json()["detail"]
+        assert name in unknown.json()["detail"]
     for wait in ("abc", "-1", "31", "nan"):
         bad = await client.post(f"/api/v1/queues/{name}/drain?wait={wait}")
         assert bad.status_code == 400, (wait, bad.text)

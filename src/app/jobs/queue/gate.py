@@ -10,7 +10,8 @@ wrote. A worker that cannot read PostgreSQL keeps its last read; one that never 
 nothing until it can.
 
 While its queue is paused a worker does not spin: it waits for the resume's message on the
-gate's channel, and looks again every `recheck` seconds in case a message was lost.
+gate's channel, and looks again every `recheck` seconds, or at once when its subscription was
+lost (a message may have been: a Redis restarted empty also lost the gate).
 """
 
 from __future__ import annotations
@@ -135,8 +136,9 @@ class QueueGate:
                         self._wake()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # Redis away: the waiters look again every `recheck`
+            except Exception as exc:  # a resume may be missed: the waiters look now
                 log.debug("queue gate listener lost", error=str(exc))
+                self._wake()
                 await asyncio.sleep(_LISTEN_BACKOFF)
             finally:
                 with contextlib.suppress(Exception):

@@ -228,13 +228,20 @@ class JobMoves:
     async def wait_for_queued(self, seconds: float) -> bool:
         """Until the queue holds a job (False: `seconds` passed; 0: no limit). Only waits (SAQ's
         BLMOVE would take the job past the gate): a list moved onto itself head to head is left
-        as it was. One wait for all of the queue's takers: a job wakes one take, not many."""
-        if self._queued_wait is None or self._queued_wait.done():
-            redis = self._queue.redis
-            wait = redis.blmove(self.queued, self.queued, seconds, "LEFT", "LEFT")  # type: ignore[arg-type]
-            self._queued_wait = asyncio.ensure_future(wait)
-            self._queued_wait.add_done_callback(_seen)
-        return bool(await asyncio.shield(self._queued_wait))
+        as it was. One wait at a time for all of the queue's takers, and a job wakes only the
+        one who started it, as SAQ's BLMOVE hands a job to one taker: the others wait again."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds if seconds else None
+        while True:
+            if self._queued_wait is None or self._queued_wait.done():
+                left = 0.0 if deadline is None else max(deadline - loop.time(), 0.01)
+                wait = self._queue.redis.blmove(self.queued, self.queued, left, "LEFT", "LEFT")  # type: ignore[arg-type]
+                self._queued_wait = asyncio.ensure_future(wait)
+                self._queued_wait.add_done_callback(_seen)
+                return bool(await asyncio.shield(self._queued_wait))
+            await asyncio.shield(self._queued_wait)
+            if deadline is not None and loop.time() >= deadline:
+                return False
 
     def put_back(self, job_ids: list[bytes]) -> None:
         """Jobs taken for callers that are gone: to the head of the queue, in their order."""
