@@ -82,20 +82,9 @@ async def _run(
     worker_command = [str(VENV_BIN / "litestar"), "--app", env["LITESTAR_APP"], "workers", "run"]
     workers = [Running(worker_command, env, f"worker {n}") for n in (1, 2)]
     ports = [free_port(), free_port()]
+    api_command = [str(VENV_BIN / "uvicorn"), "--factory", env["LITESTAR_APP"], "--host"]
     apis = [
-        Running(
-            [
-                str(VENV_BIN / "uvicorn"),
-                "--factory",
-                env["LITESTAR_APP"],
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env,
-            f"api {n}",
-        )  # fmt: skip
+        Running([*api_command, "127.0.0.1", "--port", str(port)], env, f"api {n}")
         for n, port in enumerate(ports, 1)
     ]
     processes.extend([*workers, *apis])
