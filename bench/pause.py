@@ -34,7 +34,11 @@ async def _paused_queue(bench: Bench, name: str, jobs: int) -> list[Child]:
         await _enqueue_all(queue, [f"paused-{i}" for i in range(jobs)])
     finally:
         await queue.disconnect()
-    worker = await bench.start_worker(f"paused-{name}", SAQ_QUEUE_NAME=name)
+    # Its reconciler would take the drained queue's rows for its own (the reconciler reads
+    # every queue's rows: one queue per database is what the project runs).
+    worker = await bench.start_worker(
+        f"paused-{name}", SAQ_QUEUE_NAME=name, RECONCILE_GRACE="86400"
+    )
     await worker.wait_for_output('"worker started"')
     return [worker]
 
