@@ -168,7 +168,7 @@ async def test_a_worker_keeps_its_last_read_while_postgresql_is_away(
             raise ConnectionRefusedError("PostgreSQL is away")
         return reachable()
 
-    gate = QueueGate(queue.redis, name, sessions)
+    gate = QueueGate(queue.redis, name, sessions, fresh=0)  # each restore reads the record
     assert await gate.restore()
     assert gate.paused is True
     away["now"] = True
@@ -176,7 +176,7 @@ async def test_a_worker_keeps_its_last_read_while_postgresql_is_away(
     assert await gate.restore(), "the last read still holds"
     assert await queue.redis.get(gate_key(name)) == b"paused"
 
-    never_read = QueueGate(queue.redis, name, sessions)
+    never_read = QueueGate(queue.redis, name, sessions, fresh=0)
     await queue.redis.delete(gate_key(name))
     assert not await never_read.restore(), "nothing known: no gate written"
     assert await queue.redis.get(gate_key(name)) is None

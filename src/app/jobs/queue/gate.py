@@ -7,7 +7,8 @@ means unknown (a Redis restarted empty, a queue never seen): the take moves noth
 worker reads the record (`restore`), then writes the gate only if it is still absent, so that
 a read made before a pause or a resume can never overwrite the gate that pause or resume
 wrote. A worker that cannot read PostgreSQL keeps its last read; one that never read it takes
-nothing until it can.
+nothing until it can. A read made less than FRESH seconds ago (at connect, typically) is used
+without a new query, so a worker's first take does not wait for PostgreSQL.
 
 While its queue is paused a worker does not spin: it waits for the resume's message on the
 gate's channel, and looks again every `recheck` seconds, or at once when its subscription was
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Final
 
@@ -34,6 +36,7 @@ log = structlog.get_logger(__name__)
 OPEN: Final = "open"
 PAUSED: Final = "paused"
 RECHECK = 5.0  # seconds a paused worker waits for the resume's message before it looks itself
+FRESH = 0.5  # seconds a read of the record is used again to restore the gate (no query)
 _LISTEN_BACKOFF = 1.0
 
 
@@ -83,13 +86,16 @@ class QueueGate:
         sessions: Callable[[], AsyncSession],
         *,
         recheck: float = RECHECK,
+        fresh: float = FRESH,
     ) -> None:
         self.key = gate_key(queue_name)
         self._redis = redis
         self._queue_name = queue_name
         self._sessions = sessions
         self.recheck = recheck
+        self._fresh = fresh
         self.paused: bool | None = None  # the record as last read; None: never read
+        self._read_at: float | None = None
         self._waiters: list[asyncio.Future[None]] = []
         self._listener: asyncio.Task[None] | None = None
 
@@ -101,12 +107,18 @@ class QueueGate:
         else:
             await asyncio.sleep(self.recheck)
 
-    async def restore(self) -> bool:
-        """Write the gate from the record if it is still absent; False if nothing is known."""
+    async def read(self) -> None:
+        """Read the record (at connect, so that a first take need not wait for it)."""
         try:
             self.paused = await read_pause(self._sessions, self._queue_name) is not None
+            self._read_at = time.monotonic()
         except Exception as exc:  # PostgreSQL away: the last read still holds
             log.warning("queue pause not read", queue=self._queue_name, error=str(exc))
+
+    async def restore(self) -> bool:
+        """Write the gate from the record if it is still absent; False if nothing is known."""
+        if self._read_at is None or time.monotonic() - self._read_at >= self._fresh:
+            await self.read()
         if self.paused is None:
             return False
         written = await self._redis.set(self.key, PAUSED if self.paused else OPEN, nx=True)

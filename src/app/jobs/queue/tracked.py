@@ -81,6 +81,8 @@ class TrackedQueue(RedisQueue):
         await super().connect()
         await self._floor.check()  # refuses a SAQ or a Redis the moves were not made for
         await self._batcher.connect()
+        if self.gate is not None:
+            await self.gate.read()
         self.recorder.start()
 
     async def disconnect(self) -> None:
