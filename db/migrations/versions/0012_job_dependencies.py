@@ -1,7 +1,7 @@
 """jobs that wait for other jobs: the `waiting` status, job_dependencies, the parents' flag
 
 Revision ID: 0012_job_dependencies
-Revises: 0009_schedule_pauses
+Revises: 0011_queue_pauses
 Create Date: 2026-12-07
 """
 
@@ -12,7 +12,7 @@ from advanced_alchemy.types import GUID
 from alembic import op
 
 revision: str = "0012_job_dependencies"
-down_revision: str | None = "0009_schedule_pauses"
+down_revision: str | None = "0011_queue_pauses"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """The tables: `background_jobs` (one row per tracked job, the truth about what happened to
 it), `job_dependencies` (jobs that wait for others), `api_keys` and `job_actions` (who may
-act, and what they did: docs/security.md), and `schedule_pauses` (the cron schedules an
-operator paused)."""
+act, and what they did: docs/security.md), and `schedule_pauses` and `queue_pauses` (the cron
+schedules and the queues an operator paused)."""
 
 from __future__ import annotations
 
@@ -156,5 +156,17 @@ class SchedulePause(DefaultBase):
 
     queue: Mapped[str] = mapped_column(String(200), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), primary_key=True)  # the task's name
+    paused_by: Mapped[str] = mapped_column(String(200))  # the actor, as the audit log has it
+    paused_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+
+
+class QueuePause(DefaultBase):
+    """A queue an operator paused, by whom and since when: no worker takes its jobs (the take
+    checks a gate in Redis that mirrors this row, `app.jobs.queue.gate`). Resuming deletes the
+    row. Kept here, so that a Redis restarted empty does not resume the queue."""
+
+    __tablename__ = "queue_pauses"
+
+    queue: Mapped[str] = mapped_column(String(200), primary_key=True)
     paused_by: Mapped[str] = mapped_column(String(200))  # the actor, as the audit log has it
     paused_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))

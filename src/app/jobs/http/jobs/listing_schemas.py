@@ -102,6 +102,10 @@ class QueueReport(msgspec.Struct):
     scheduled: int  # to run later (a retry's delay, a scheduled time)
     live_workers: int
     workers: list[WorkerReport]
+    # Paused: its workers take none of its jobs (`POST /api/v1/queues/{name}/pause`).
+    paused: bool = False
+    paused_by: str | None = None
+    paused_at: datetime | None = None
 
 
 class QueueList(msgspec.Struct):
@@ -179,6 +183,9 @@ QUEUES_EXAMPLE = {
             "active": 10,
             "scheduled": 1,
             "live_workers": 1,
+            "paused": False,
+            "paused_by": None,
+            "paused_at": None,
             "workers": [
                 {
                     "id": "8c6f2e1a-0b9d-4c3e-a2f1-5d6e7f8a9b0c",
