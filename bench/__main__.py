@@ -9,9 +9,9 @@ default 10), BENCH_HIGH_CONCURRENCY (the drain's second pair, default 50; 0: non
 BENCH_TRIGGER_SECONDS, BENCH_TRIGGER_CONNECTIONS, BENCH_E2E_RATE, BENCH_E2E_SECONDS,
 BENCH_QUERY_ROWS, BENCH_QUERY_SECONDS, BENCH_QUERY_CONNECTIONS; BENCH_LOADGEN=python forces
 the Python load generator; BENCH_ONLY=drain,trigger runs a subset (scenarios: drain, scale,
-trigger, e2e, query, redis_ceiling); BENCH_PROFILE=1 adds py-spy summaries; BENCH_OUT names
-the results file. PostgreSQL runs with its default durability and the settings it reports are
-written under `postgres_settings`.
+trigger, e2e, query, redis_ceiling, chain, pause); BENCH_PROFILE=1 adds py-spy summaries;
+BENCH_OUT names the results file. PostgreSQL runs with its default durability and the settings
+it reports are written under `postgres_settings`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.chain import run_chain
 from bench.common import ROOT, Bench, Config, as_json_ready, bench_context, describe_failure
 from bench.drain import run_drain
 from bench.e2e import run_e2e
+from bench.pause import run_pause
 from bench.query import run_query
 from bench.redis_ceiling import implied, run_redis_ceiling
 from bench.scale import run_scale
@@ -45,6 +47,8 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "e2e": run_e2e,
     "query": run_query,
     "redis_ceiling": run_redis_ceiling,
+    "chain": run_chain,
+    "pause": run_pause,
 }
 
 # (figure, how it is compared, target): reported against, never asserted (issue 13's).
@@ -60,7 +64,9 @@ TARGETS: list[tuple[str, str, float]] = [
     ("query.p99_ms", "<=", 15),
     ("query.monitor_p95_ms", "<=", 100),  # issue 12: the jobs page at 1M rows
     ("scale.ratio_2_to_1", ">=", 1.6),
+    ("pause.ratio", ">=", 0.9),  # issue 20: a paused queue costs the others nothing measurable
     ("rss_mb.worker", "<=", 120),
+    ("chain.jobs_s", ">=", 500),  # issue 20: 1,000 jobs, each after the previous
 ]
 OTHER_FIGURES = [
     "postgres_settings.fsync",

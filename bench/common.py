@@ -302,7 +302,7 @@ class Bench:
     async def reset(self) -> None:
         """Empty Redis and `background_jobs` between runs."""
         await self.redis.flushall()
-        await self.db.execute("TRUNCATE background_jobs")
+        await self.db.execute("TRUNCATE background_jobs, job_dependencies")
 
     async def start_api(
         self, name: str, factory: str = APP, processes: int = 1

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from saq.job import Job
@@ -188,8 +188,10 @@ async def drain_once(
     workers: int = 1,
     profile: Profiler | None = None,
     concurrency: int | None = None,
+    alongside: Callable[[], Awaitable[list[Child]]] | None = None,
 ) -> dict[str, Any]:
-    """Fill, start `workers` fresh processes, wait until every job is done, read the rate."""
+    """Fill, start `workers` fresh processes, wait until every job is done, read the rate.
+    `alongside`: what else runs meanwhile (its processes, started before the workers)."""
     n = bench.config.drain_jobs
     await bench.reset()
     keys = await (fill_plain(bench, n) if mode == "plain" else fill_tracked(bench, n))
@@ -200,8 +202,11 @@ async def drain_once(
         # sweep avoids the race, so the tracked side sweeps as in production.
         await bench.redis.set(f"saq:{bench.queue_name}:sweep", 1, ex=600)
     children: list[Child] = []
+    children_alongside: list[Child] = []
     await bench.redis.config_resetstat()  # from here on: the workers' commands (and our polls)
     try:
+        if alongside is not None:
+            children_alongside = await alongside()
         for i in range(workers):
             if mode == "plain":
                 command = [str(VENV_BIN / "python"), "-m", "bench.plain_worker"]
@@ -224,7 +229,7 @@ async def drain_once(
             for name, seconds in _cpu_used(bench, children).items()
         }
     finally:
-        for child in children:
+        for child in [*children, *children_alongside]:
             await bench.retire(child, "plain_worker" if mode == "plain" else "worker")
         if profile is not None:
             await profile.finish()

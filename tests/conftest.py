@@ -65,7 +65,10 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     engine = create_async_engine(settings.database_url)
     async with engine.begin() as connection:
         await connection.execute(
-            text("TRUNCATE background_jobs, job_idempotency_keys, job_stats, job_stats_pending")
+            text(
+                "TRUNCATE background_jobs, job_idempotency_keys, job_dependencies, job_stats,"
+                " job_stats_pending"
+            )
         )
     yield engine
     await engine.dispose()

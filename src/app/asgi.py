@@ -32,9 +32,11 @@ from app.auth.session import SessionCookies, SessionStore
 from app.auth.throttle import FailureThrottle
 from app.config import Settings, SettingsError, sqlalchemy_config
 from app.db.connection import HeldConnection, autocommit_sessions
+from app.jobs.control.cli import QueuesCli
+from app.jobs.control.queues import QueuePausing
 from app.jobs.control.schedules import Schedules
 from app.jobs.http.control.actions import JobActionController, actions_dependencies
-from app.jobs.http.control.queues import QueueController
+from app.jobs.http.control.queues import QueueController, queues_dependencies
 from app.jobs.http.control.schedules import ScheduleController, schedules_dependencies
 from app.jobs.http.control.workers import WorkerController, workers_dependencies
 from app.jobs.http.jobs.controllers import JobController, TaskController
@@ -46,6 +48,7 @@ from app.jobs.http.shared.exception_handlers import exception_handlers
 from app.jobs.http.shared.redaction import Redactor, redaction_dependencies
 from app.jobs.metrics import JobMetrics
 from app.jobs.outbox.enqueuer import Enqueuer
+from app.jobs.queue.gate import QueueGate
 from app.jobs.queue.pauses import SchedulePauses
 from app.jobs.queue.tracked import TrackedQueue
 from app.jobs.reads.event_hub import EventHub
@@ -87,6 +90,12 @@ class Parts:
     retention: Retention  # run by the workers, and by admins through the API
     metrics: JobMetrics  # the queue's and the recorder's job counts
 
+    async def close_clients(self) -> None:
+        """Close the Redis client and the engine (a CLI command's, which connected nothing else)."""
+        await self.queue.redis.aclose()
+        if self.database.engine_instance is not None:
+            await self.database.engine_instance.dispose()
+
     async def close(self) -> None:
         """Flush and close what the parts opened (the app's own shutdown does it in the API)."""
         await self.queue.disconnect()
@@ -117,9 +126,11 @@ def build_parts(settings: Settings, registry: TaskRegistry) -> Parts:
         ),
         metrics=metrics,
         pauses=SchedulePauses(sessions, settings.queue_name),  # runs of paused cron schedules
+        gate=QueueGate(redis, settings.queue_name, sessions, recheck=settings.queue_pause_recheck),
     )
     # Concurrent triggers share one INSERT and one Redis pipeline.
     enqueuer = Enqueuer(queue, registry, settings.job_timeout, HeldConnection(engine))
+    queue.recorder.release = enqueuer.enqueue_recorded  # children released by a parent's end
     reconciler = Reconciler(
         queue,
         enqueuer,
@@ -189,6 +200,7 @@ def create_app(
     # The schedules the workers run, as this process's queue config holds them.
     declared = [job for config in queues.queue_configs for job in config.scheduled_tasks]
     schedules = Schedules(declared, settings.queue_name, parts.sessions, audit)
+    queue_pausing = QueuePausing([settings.queue_name], parts.queue.redis, parts.sessions, audit)
     events = EventHub(parts.queue.redis, stream_key(settings.queue_name))
     app = Litestar(
         route_handlers=[
@@ -212,6 +224,7 @@ def create_app(
             SaqWebRoles(queues, audit, monitor_path=MONITOR_PATH),
             AccessControl(authenticator),
             KeysCli(parts.database),
+            QueuesCli(queue_pausing, parts.close_clients),
             Monitor(
                 parts.sessions,
                 authenticator,
@@ -235,6 +248,7 @@ def create_app(
             **actions_dependencies(parts.sessions, parts.enqueuer),
             **redaction_dependencies(settings.redact_keys),
             **schedules_dependencies(schedules),
+            **queues_dependencies(queue_pausing),
             **workers_dependencies(Workers(parts.sessions)),
             # One reader of the job events per API process, shared by every stream.
             **events_dependencies(events, settings.events_heartbeat, settings.events_max_stream),

@@ -165,6 +165,8 @@ class Settings:
     sweep_interval: int = 10
     flush_interval_ms: float = 2.0
     busy_flush_interval_ms: float = 10.0
+    # Seconds a worker of a paused queue waits for the resume's message before it looks itself.
+    queue_pause_recheck: float = 5.0
     # Access (docs/security.md): open mode only when asked for and no admin key is given.
     auth_disabled: bool = False
     admin_key_digest: str | None = field(default=None, repr=False)
@@ -229,6 +231,9 @@ class Settings:
             ),
             busy_flush_interval_ms=_env_number(
                 env, "LIFECYCLE_BUSY_FLUSH_INTERVAL_MS", defaults.busy_flush_interval_ms
+            ),
+            queue_pause_recheck=_env_number(
+                env, "QUEUE_PAUSE_RECHECK_SECONDS", defaults.queue_pause_recheck, minimum=1
             ),
             auth_disabled=_env_bool(env, "AUTH_DISABLED", defaults.auth_disabled),
             admin_key_digest=_admin_key_digest(env),

@@ -175,3 +175,62 @@ async def test_the_pages_fit_a_phone(
         width = await tab.page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"{path} scrolls sideways at phone width ({width} px)"
         tab.assert_stayed_home()
+
+
+async def test_an_operator_pauses_and_resumes_a_queue_from_the_overview(
+    browser: Browser, ops_app: tuple[MonitorApp, Settings]
+) -> None:
+    """Catches: a button that acts without its confirmation, a pause the page does not show
+    (by whom, since when), a paused queue whose jobs are still taken, a viewer's button."""
+    app, _ = ops_app
+    async with monitor_tab(browser, app.origin) as tab:
+        page = tab.page
+        await tab.login(app.operator_key)
+        await page.get_by_role("link", name="Overview", exact=True).click()
+        row = page.locator(f"#queue-{app.queue_name}")
+        await expect(row.locator(".state")).to_have_text("● taking jobs")
+
+        await row.get_by_role("button", name="Pause…").click()
+        dialog = page.locator("#confirm")
+        await expect(dialog).to_contain_text(f"Pause queue {app.queue_name}?")
+        await dialog.get_by_role("button", name="Keep it as it is").click()
+        await expect(row.locator(".state")).to_have_text("● taking jobs")  # nothing was done
+
+        await row.get_by_role("button", name="Pause…").click()
+        await dialog.get_by_role("button", name="Yes, do it").click()
+        await expect(row.locator(".state")).to_have_text("❚❚ paused")
+        await expect(row.locator(".paused-by")).to_contain_text(app.operator_key[:12])
+        waiting = await trigger(tab, app.operator_key)
+        await asyncio.sleep(3)  # the worker would have taken it by now
+        await tab.open("/monitor/overview")
+        await expect(row.locator(".state")).to_have_text("❚❚ paused")
+        await expect(row.get_by_role("button", name="Resume…")).to_be_visible()
+        await tab.shot("monitor-queue-paused")
+        job = await page.request.get(
+            f"{app.origin}/api/v1/jobs/{waiting}",
+            headers={"Authorization": f"Bearer {app.operator_key}"},
+        )
+        assert (await job.json())["status"] == "queued"
+
+        await row.get_by_role("button", name="Resume…").click()
+        await expect(dialog).to_contain_text(f"Resume queue {app.queue_name}?")
+        await dialog.get_by_role("button", name="Yes, do it").click()
+        await expect(row.locator(".state")).to_have_text("● taking jobs")
+        await tab.open(f"/monitor/jobs/{waiting}")
+        await expect(page.locator("#job-status .status-text")).to_have_text(
+            "complete", timeout=LIVE
+        )
+        tab.assert_monitor_pages_held_csp()
+        tab.assert_stayed_home()
+
+    async with monitor_tab(browser, app.origin) as tab:
+        await tab.login(app.viewer_key)
+        await tab.open("/monitor/overview")
+        await expect(tab.page.locator(f"#queue-{app.queue_name}")).to_be_visible()
+        await expect(tab.page.locator("button[data-queue-action]")).to_have_count(0)
+        token = await tab.page.locator('meta[name="csrf-token"]').get_attribute("content")
+        forged = await tab.page.request.post(
+            f"{app.origin}/api/v1/queues/{app.queue_name}/pause",
+            headers={"x-csrf-token": token or ""},
+        )
+        assert forged.status == 403, await forged.text()

@@ -41,6 +41,13 @@ def _project_key(name: str, saq: Key | None, tracked: Key | None) -> bool:
     )
 
 
+def _open_gate(name: str, saq: Key | None, tracked: Key | None) -> bool:
+    """The queue's gate, open (app.jobs.queue.gate): written by the first take."""
+    if saq is not None or tracked is None or not name.startswith("saq:"):
+        return False
+    return name.split(":")[2:] == ["gate"] and tracked == Key("string", None, "open")
+
+
 # What a tracked worker adds to SAQ's worker record: the jobs it runs (app.jobs.queue.running).
 LISTING = ("listed_at", "jobs")
 
@@ -107,6 +114,12 @@ PROJECT_KEYS = Allowance(
     "moves' guard `saq:<queue>:moves:<id>` and the events stream `tracked-jobs:<queue>:events`",
     key=_project_key,
 )
+OPEN_QUEUE_GATE = Allowance(
+    "open queue gate",
+    "the key `saq:<queue>:gate` holds `open` (no pause): the take reads it in the same script "
+    "as it moves jobs, and an absent gate means unknown",
+    key=_open_gate,
+)
 WORKER_LISTS_ITS_JOBS = Allowance(
     "worker lists its jobs",
     "a tracked worker's record `saq:<queue>:worker_info:<id>` also holds `listed_at` and "
@@ -127,5 +140,5 @@ SWEEP_SECOND_LOOK = Allowance(
 )
 
 # Allowed in every scenario; the others only in the scenarios that declare them.
-ALWAYS = [ROW_ID_IN_META, PROJECT_KEYS, WORKER_LISTS_ITS_JOBS]
+ALWAYS = [ROW_ID_IN_META, PROJECT_KEYS, OPEN_QUEUE_GATE, WORKER_LISTS_ITS_JOBS]
 ALLOWED = [*ALWAYS, ABORT_ENDS_WAITING_JOB, SWEEP_SECOND_LOOK]

@@ -110,6 +110,18 @@ async def queues(world: World) -> Request:
     return "GET", "/api/v1/queues", None
 
 
+async def queue_pause(world: World) -> Request:
+    return "POST", f"/api/v1/queues/{world.settings.queue_name}/pause", None
+
+
+async def queue_drain(world: World) -> Request:
+    return "POST", f"/api/v1/queues/{world.settings.queue_name}/drain", None
+
+
+async def queue_resume(world: World) -> Request:
+    return "POST", f"/api/v1/queues/{world.settings.queue_name}/resume", None
+
+
 async def schedules(world: World) -> Request:
     return "GET", "/api/v1/schedules", None
 
@@ -240,6 +252,9 @@ MATRIX: dict[Callable[[World], Awaitable[Request]], tuple[int, ...]] = {
     stats: (401, 200, 200, 200, 200, 200, 401, 401),
     stats_project: (401, 200, 200, 200, 200, 403, 401, 401),
     queues: (401, 200, 200, 200, 403, 403, 401, 401),
+    queue_pause: (401, 403, 200, 200, 403, 403, 401, 401),
+    queue_drain: (401, 403, 200, 200, 403, 403, 401, 401),
+    queue_resume: (401, 403, 200, 200, 403, 403, 401, 401),
     schedules: (401, 200, 200, 200, 403, 403, 401, 401),
     schedule_pause: (401, 403, 200, 200, 403, 403, 401, 401),
     schedule_resume: (401, 403, 200, 200, 403, 403, 401, 401),

@@ -21,7 +21,7 @@ from app.jobs.lifecycle import JobStatus, Transition
 from app.jobs.outbox.enqueuer import Enqueuer
 from app.jobs.queue.tracked import TrackedQueue
 from app.jobs.reconciler import Reconciler
-from app.jobs.record.statements import RETRY_ENDED, retry_parameters
+from app.jobs.record.retry import RETRY_ENDED, retry_parameters
 from app.jobs.registry import TaskRegistry, tracked_task
 from app.worker.tasks import trigger_test
 from tests.support import StartWorker, WaitForRow, read_rows

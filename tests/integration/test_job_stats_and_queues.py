@@ -62,6 +62,7 @@ async def test_stats_count_each_status_and_give_the_percentiles_of_the_window(
         timed_row("a", "failed", age=60, wait=3, run=10),
         timed_row("a", "aborted", age=60, wait=None, run=None),
         timed_row("a", "queued", age=60, wait=None, run=None),
+        timed_row("a", "waiting", age=60, wait=None, run=None),
         timed_row("a", "failed", age=7200, wait=1, run=1),  # before the window
         timed_row("b", "running", age=30, wait=2, run=None),
     ]
@@ -71,8 +72,9 @@ async def test_stats_count_each_status_and_give_the_percentiles_of_the_window(
     body = response.json()
     assert body["window"] == "1h"
     a, b = body["tasks"]
-    assert (a["task_name"], a["total"]) == ("a", 7)
-    assert a["counts"] == {"queued": 1, "running": 0, "complete": 4, "failed": 1, "aborted": 1}
+    assert (a["task_name"], a["total"]) == ("a", 8)
+    counts = {"queued": 1, "running": 0, "complete": 4, "failed": 1, "aborted": 1, "waiting": 1}
+    assert a["counts"] == counts
     assert a["failure_rate"] == round(1 / 6, 4)
     # percentile_cont would say: run times 1, 2, 3, 4, 10 -> 3.0 and 8.8; waits 1, 1, 1, 1,
     # 3 -> 1.0 and 2.6; the buckets' answer is within their bound of it.
@@ -81,7 +83,7 @@ async def test_stats_count_each_status_and_give_the_percentiles_of_the_window(
     assert (b["task_name"], b["failure_rate"], b["run_seconds"]) == ("b", None, None)
     assert within_bound(b["wait_seconds"], {"p50": 2.0, "p95": 2.0})
     week = (await client.get(STATS, params={"window": "7d"})).json()
-    assert week["tasks"][0]["total"] == 8
+    assert week["tasks"][0]["total"] == 9
 
 
 @pytest.mark.parametrize("window", ["2h", "1m", "", "7D", "null"])

@@ -28,7 +28,8 @@ from app.jobs.lifecycle import JobStatus, NewRow, Transition
 from app.jobs.reads.service import BackgroundJobService
 from app.jobs.reads.stats import PER_MINUTE, WINDOWS, window_start
 from app.jobs.record.counting import COMPACT
-from app.jobs.record.statements import RETRY_ENDED, apply_transitions, retry_parameters
+from app.jobs.record.retry import RETRY_ENDED, retry_parameters
+from app.jobs.record.statements import apply_transitions
 from app.ops.partitions import Partitions
 from app.ops.retention import Retention
 from tests.support import eventually

@@ -22,7 +22,8 @@ from app.db.models import BackgroundJob
 from app.jobs.ids import EARLIEST, LATEST, created_at_of, created_between, new_job_id
 from app.jobs.outbox import enqueuer as outbox
 from app.jobs.reads.queries import by_job_ids, unfinished_statement
-from app.jobs.record.statements import GUARDED_UPDATE, RETRY_ENDED, retry_parameters
+from app.jobs.record.retry import RETRY_ENDED, retry_parameters
+from app.jobs.record.statements import GUARDED_UPDATE
 from tests.support.plans import Explain, nodes
 from tests.support.rows import count_rows
 

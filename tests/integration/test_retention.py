@@ -1,6 +1,7 @@
-"""Retention drops whole partitions past the window, never a queued or running row nor one
-changed within it (they are put back), in bounded passes; admins prune through the API,
-with one audit row. The session database has a partition a day (tests/conftest.py)."""
+"""Retention drops whole partitions past the window, never an unfinished (waiting, queued or
+running) row nor one changed within it (they are put back), in bounded passes; admins prune
+through the API, with one audit row. The session database has a partition a day
+(tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from app.asgi import Parts, create_app
 from app.config import Settings
 from app.db.models import BackgroundJob, JobAction
 from app.jobs.ids import new_job_id
-from app.jobs.lifecycle import JobStatus
+from app.jobs.lifecycle import UNFINISHED_STATUSES, JobStatus
+from app.jobs.record.dependencies import settle_children
 from app.ops.partition_ranges import Partition, boundary_at_or_before, partition_name
 from app.ops.partitions import Partitions
 from app.ops.retention import Retention
@@ -113,10 +115,11 @@ async def test_partitions_past_the_window_go_with_their_ended_rows_only(
     before = await partition_names(history)
     pruned = await retention(parts, settings, engine).prune_jobs(30)
     assert (pruned.deleted, pruned.complete, pruned.kept) == (3, True, [])
-    # Queued and running rows stay however old, and so does the one changed since; recent
-    # ones stay too.
+    # Unfinished rows (waiting, queued, running) stay however old, and so does the one
+    # changed since; recent ones stay too.
     assert await statuses_left(engine) == sorted(
-        [("queued", 40), ("running", 40), ("complete", 40)]
+        [(status.value, 40) for status in UNFINISHED_STATUSES]
+        + [("complete", 40)]
         + [(status.value, 5) for status in JobStatus]
     )
     after = await partition_names(history)
@@ -128,7 +131,8 @@ async def test_partitions_past_the_window_go_with_their_ended_rows_only(
     assert old_day in after
     assert len(gone) == len(pruned.partitions) - 1 >= 20
     async with engine.connect() as connection:
-        assert await connection.scalar(text(f"SELECT count(*) FROM {old_day}")) == 3  # noqa: S608
+        kept = await connection.scalar(text(f"SELECT count(*) FROM {old_day}"))  # noqa: S608
+    assert kept == len(UNFINISHED_STATUSES) + 1
     assert all(p.end > cutoff or p.name == old_day for p in await history.current())
 
 
@@ -173,6 +177,49 @@ async def test_a_kept_row_is_still_the_same_job_for_the_api_and_the_recorder(
     # A listed page and the reconciler's scan still see it.
     listed = (await client.get("/api/v1/jobs", params={"status": "queued"})).json()
     assert [item["job_id"] for item in listed["items"]] == [str(queued)]
+
+
+async def test_an_old_waiting_row_outlives_its_partition_and_is_still_released(
+    engine: AsyncEngine, parts: Parts, settings: Settings
+) -> None:
+    """A job that has waited past the window for a parent (an old child of a recent parent)
+    is never dropped with its partition: it stays `waiting` with its count and its link, and
+    its parent's completion still releases it."""
+    (child,) = await insert_jobs(engine, (JobStatus.WAITING, OLD))
+    (parent,) = await insert_jobs(engine, (JobStatus.RUNNING, RECENT))
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE background_jobs SET parents_left = 1 WHERE job_id = :child"),
+            {"child": child},
+        )
+        await connection.execute(
+            text("UPDATE background_jobs SET has_dependents = true WHERE job_id = :parent"),
+            {"parent": parent},
+        )
+        await connection.execute(
+            text("INSERT INTO job_dependencies (parent_id, child_id) VALUES (:parent, :child)"),
+            {"parent": parent, "child": child},
+        )
+    await insert_jobs(engine, (JobStatus.COMPLETE, OLD))
+
+    pruned = await retention(parts, settings, engine).prune_jobs(30)
+
+    assert pruned.deleted == 1
+    async with engine.connect() as connection:
+        left = (
+            await connection.execute(
+                text("SELECT status, parents_left FROM background_jobs WHERE job_id = :child"),
+                {"child": child},
+            )
+        ).all()
+    assert [tuple(row) for row in left] == [("waiting", 1)]
+
+    async def execute(statement: Any, parameters: Any) -> Any:
+        async with engine.begin() as connection:
+            return (await connection.execute(statement, parameters)).all()
+
+    released = await settle_children(execute, {parent: JobStatus.COMPLETE})
+    assert [job.job_id for job in released] == [child]
 
 
 async def test_a_row_that_became_one_to_keep_during_the_detach_is_put_back(

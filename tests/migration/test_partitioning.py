@@ -79,7 +79,7 @@ async def test_a_filled_table_becomes_the_first_partition_and_comes_back(
         "SELECT relfilenode FROM pg_class WHERE relname = 'background_jobs'"
     )
 
-    migrate(url)
+    migrate(url, "0010_partitioned_jobs")
 
     assert await connection.fetchval(_ALL_ROWS) == rows_before
     # Not a copy: the old table's storage is the first partition's.
@@ -180,3 +180,62 @@ async def test_a_filled_table_becomes_the_first_partition_and_comes_back(
     assert await connection.fetchval(_ALL_ROWS) == rows_before
     assert await shape(connection, "background_jobs") == old_shape
     assert not await connection.fetchval("SELECT to_regclass('job_idempotency_keys') IS NOT NULL")
+
+
+# Each partition's status CHECK and its part of the unfinished rows' index (its name aside:
+# PostgreSQL names a partition's index).
+_PARTITION_SHAPES = """
+SELECT c.relname,
+    (SELECT string_agg(pg_get_constraintdef(k.oid), ' ') FROM pg_constraint AS k
+     WHERE k.conrelid = c.oid AND k.conname = 'ck_background_jobs_status'),
+    (SELECT string_agg(regexp_replace(pg_get_indexdef(x.indexrelid), 'INDEX \\S+ ', ''), ' ')
+     FROM pg_index AS x
+     WHERE x.indrelid = c.oid AND pg_get_indexdef(x.indexrelid) LIKE '%(updated_at, job_id)%')
+FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'background_jobs'::regclass ORDER BY 1
+"""
+
+
+async def test_the_later_migrations_change_every_partition_and_come_back(
+    old_table: tuple[str, asyncpg.Connection],
+) -> None:
+    """0011 and 0012 after 0010: the `waiting` status, the dependencies' columns and the
+    unfinished rows' index reach every partition (the old table's too), and going back to
+    0010 gives its schema back."""
+    url, connection = old_table
+    migrate(url, "0010_partitioned_jobs")
+    partitioned = await shape(connection, "background_jobs")
+    partitions_before = await connection.fetch(_PARTITION_SHAPES)
+
+    migrate(url)
+
+    partitions = await connection.fetch(_PARTITION_SHAPES)
+    assert len(partitions) == len(partitions_before) >= 3
+    for name, check, index in partitions:
+        assert "'waiting'" in check, name
+        assert "(updated_at, job_id) WHERE" in index, name
+        assert "'waiting'" in index, name
+    # A waiting row of the old table's range and one of now: each partition takes it.
+    old_id = await connection.fetchval("SELECT job_id FROM background_jobs_legacy LIMIT 1")
+    await connection.execute(
+        "UPDATE background_jobs SET status = 'waiting', parents_left = 1, has_dependents = true"
+        " WHERE job_id = $1",
+        old_id,
+    )
+    now = datetime.now(UTC)
+    await connection.execute(
+        "INSERT INTO background_jobs (id, job_id, task_name, queue, status, parents_left,"
+        " created_at, updated_at) VALUES (gen_random_uuid(), $1, 't', 'q', 'waiting', 1, $2, $2)",
+        new_job_id(now),
+        now,
+    )
+
+    migrate(url, "0010_partitioned_jobs", down=True)
+
+    assert await shape(connection, "background_jobs") == partitioned
+    assert await connection.fetch(_PARTITION_SHAPES) == partitions_before
+    # The waiting rows were aborted (their parents' record is gone).
+    assert await connection.fetchval(
+        "SELECT count(*) FROM background_jobs WHERE job_id = $1 AND status = 'aborted'", old_id
+    )
+    assert not await connection.fetchval("SELECT to_regclass('job_dependencies') IS NOT NULL")

@@ -7,12 +7,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 from uuid import UUID
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.db.connection import HeldConnection
 from app.db.models import BackgroundJob
-from app.jobs.lifecycle import JobStatus, Transition
+from app.jobs.lifecycle import TERMINAL_STATUSES, JobStatus, Transition
 from app.jobs.record.statements import apply_transitions
 
 T = TypeVar("T")
@@ -106,12 +106,14 @@ async def insert_rows(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
 
 
 async def record_rows(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
-    """`background_jobs` rows as the system writes them: inserted `queued` at their
-    `created_at`, then moved to their status (through `running` at their `started_at`, if
-    any) by the recorder's statement, which also counts the ended ones in `job_stats`."""
+    """`background_jobs` rows as the system writes them: inserted `queued` (or `waiting`,
+    which nothing moves a row to) at their `created_at`, then moved to their status (through
+    `running` at their `started_at`, if any) by the recorder's statement, which also counts
+    the ended ones in `job_stats`."""
+    waiting = JobStatus.WAITING.value
     queued = [
-        {**row, "status": "queued", "started_at": None, "completed_at": None,
-         "updated_at": row["created_at"]}
+        {**row, "status": waiting if row["status"] == waiting else "queued",
+         "started_at": None, "completed_at": None, "updated_at": row["created_at"]}
         for row in rows
     ]  # fmt: skip
     await insert_rows(engine, queued)
@@ -123,7 +125,7 @@ async def record_rows(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
                 Transition(row["job_id"], row["task_name"], JobStatus.RUNNING, 1,
                            worker_id="w", started_at=row["started_at"])
             )  # fmt: skip
-        if status is not JobStatus.QUEUED and status is not JobStatus.RUNNING:
+        if status in TERMINAL_STATUSES:
             ended.append(
                 Transition(row["job_id"], row["task_name"], status, 1,
                            started_at=row.get("started_at"), completed_at=row["completed_at"])
@@ -135,3 +137,32 @@ async def record_rows(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
                 await apply_transitions(held.execute, batch)
     finally:
         await held.close()
+
+
+async def counted_and_final(engine: AsyncEngine) -> tuple[dict[str, int], dict[str, int]]:
+    """Per final status: what `job_stats` (with its pending rows) counts, every project, by
+    minute of creation; and how many rows are in that status. Equal when every statement
+    that makes a row final counts it, and every one that takes it out of it takes it back."""
+    every = {"all": UUID(int=0)}
+    async with engine.connect() as connection:
+        final = dict(
+            (await connection.execute(
+                text("SELECT status, count(*) FROM background_jobs GROUP BY status")
+            )).all()
+        )  # fmt: skip
+        compacted = (await connection.execute(
+            text("SELECT coalesce(sum(complete), 0), coalesce(sum(failed), 0),"
+                 " coalesce(sum(aborted), 0) FROM job_stats"
+                 " WHERE kind = 'minute' AND project_id = :all"),
+            every,
+        )).one()  # fmt: skip
+        pending = dict(
+            (await connection.execute(
+                text("SELECT status, sum(n) FROM job_stats_pending"
+                     " WHERE kind = 'minute' AND project_id = :all GROUP BY status"),
+                every,
+            )).all()
+        )  # fmt: skip
+    statuses = [s.value for s in JobStatus if s in TERMINAL_STATUSES]
+    counted = {s: int(c) + int(pending.get(s, 0)) for s, c in zip(statuses, compacted, strict=True)}
+    return counted, {s: int(final.get(s, 0)) for s in statuses}

@@ -28,7 +28,7 @@ from app.jobs.lifecycle import (
 from app.jobs.record.statements import apply_transitions
 from tests.unit.in_memory import InMemoryConnection
 
-QUEUED, RUNNING, COMPLETE, FAILED, ABORTED = JobStatus
+WAITING, QUEUED, RUNNING, COMPLETE, FAILED, ABORTED = JobStatus
 MIGRATIONS = Path(__file__).resolve().parents[2] / "db" / "migrations" / "versions"
 STARTED = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 ENDED = datetime(2024, 5, 1, 12, 1, tzinfo=UTC)
@@ -52,7 +52,13 @@ def test_every_saq_status_has_a_table_word() -> None:
 def test_the_named_sets_come_from_the_table() -> None:
     assert set(ALLOWED_MOVES) == set(JobStatus)
     assert set(TERMINAL_STATUSES) == {COMPLETE, FAILED, ABORTED}
-    assert set(UNFINISHED_STATUSES) == {QUEUED, RUNNING}
+    assert set(UNFINISHED_STATUSES) == {WAITING, QUEUED, RUNNING}
+
+
+def test_a_waiting_row_is_only_released_or_aborted_and_nothing_moves_a_row_to_waiting() -> None:
+    assert ALLOWED_MOVES[WAITING] == {QUEUED, ABORTED}
+    assert ALLOWED_SOURCES[WAITING] == set()  # only an operator's retry of a parent does
+    assert WAITING not in ALLOWED_SOURCES[RUNNING]  # a waiting row never runs
 
 
 def test_terminal_rows_never_move() -> None:
@@ -70,8 +76,8 @@ def test_a_running_job_can_reach_every_outcome_and_go_back_to_queued_for_a_retry
 
 def test_the_check_constraint_and_the_partial_index_are_the_migrations_spelling() -> None:
     migrations = "".join(path.read_text() for path in MIGRATIONS.glob("0*.py"))
-    every_status = "status IN ('queued', 'running', 'complete', 'failed', 'aborted')"
-    unfinished = "status IN ('queued', 'running')"
+    every_status = "status IN ('waiting', 'queued', 'running', 'complete', 'failed', 'aborted')"
+    unfinished = "status IN ('waiting', 'queued', 'running')"
     assert status_in(JobStatus) == every_status
     assert status_in(UNFINISHED_STATUSES) == unfinished
     assert every_status in migrations

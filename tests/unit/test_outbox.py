@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from app.jobs.outbox.batcher import Batcher
 from app.jobs.outbox.enqueuer import (
-    Batcher,
     EnqueuedJob,
     Enqueuer,
     IdempotencyConflictError,

@@ -137,3 +137,20 @@ async def test_close_without_anything_recorded_writes_nothing() -> None:
     await recorder.close()
     assert connection.executed == []
     assert connection.closed == 1
+
+
+async def test_the_end_of_a_job_with_dependents_is_written_without_the_idle_interval() -> None:
+    """A chain is latency-bound: a parent's end (`urgent`, its job enqueued knowing it had
+    children) is written at once, taking along what gathered; any other end waits IDLE."""
+    time, connection = FakeTime(), InMemoryConnection()
+    recorder = recorder_on(connection, time)
+    ended = Transition(uuid4(), "t", JobStatus.COMPLETE, 1, urgent=True)
+    recorder.record(started())
+    recorder.record(ended)
+    await recorder.flushed()
+    assert time.waits == []
+    assert batch_sizes(connection) == [2]
+    recorder.record(Transition(uuid4(), "t", JobStatus.COMPLETE, 1))
+    await recorder.flushed()
+    assert time.waits[0] == IDLE  # (then the rest of the busy interval since the last write)
+    await recorder.close()

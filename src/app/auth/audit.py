@@ -2,8 +2,8 @@
 
 Triggers are not in it: a job's own row records who enqueued it (`enqueued_by`), so the hot
 path writes nothing more. Everything else that changes state (cancel, retry, bulk actions,
-prune, key creation and revocation, pausing and resuming a schedule) calls `AuditLog.record`
-or adds `action_row` to its own transaction.
+prune, key creation and revocation, pausing and resuming a schedule or a queue) calls
+`AuditLog.record` or adds `action_row` to its own transaction.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ class AuditAction(StrEnum):
     KEY_REVOKE = "key_revoke"
     SCHEDULE_PAUSE = "schedule_pause"  # a cron schedule (`filter`: its queue and name)
     SCHEDULE_RESUME = "schedule_resume"
+    QUEUE_PAUSE = "queue_pause"  # a queue (`filter`: its name); a drain is a pause
+    QUEUE_RESUME = "queue_resume"
 
 
 class Outcome(StrEnum):

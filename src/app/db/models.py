@@ -1,8 +1,9 @@
 """The tables: `background_jobs` (one row per tracked job, the truth about what happened to
 it, partitioned by `created_at`), `job_idempotency_keys` (the Idempotency-Keys in use),
-`job_stats` (what the ended jobs add up to, per minute and task),
-`api_keys` and `job_actions` (who may act, and what they did: docs/security.md), and
-`schedule_pauses` (the cron schedules an operator paused)."""
+`job_dependencies` (jobs that wait for others), `job_stats` (what the ended jobs add up to,
+per minute and task), `api_keys` and `job_actions` (who may act, and what they did:
+docs/security.md), and `schedule_pauses` and `queue_pauses` (the cron schedules and the
+queues an operator paused)."""
 
 from __future__ import annotations
 
@@ -131,6 +132,24 @@ class BackgroundJob(UUIDv7AuditBase):
     enqueued_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), nullable=True)
+    # Jobs that wait for others (`after=`, app/jobs/record/dependencies.py): set on a parent
+    # once a child names it, so that its end is followed by its children's release; and, on a
+    # waiting child, how many of its parents have not completed yet.
+    has_dependents: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    parents_left: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+
+
+class JobDependency(DefaultBase):
+    """A child job waits for its parent. Job ids without foreign keys: background_jobs' key
+    may change (partitioning), and retention deletes an old parent's row on its own."""
+
+    __tablename__ = "job_dependencies"
+    __table_args__ = (Index("ix_job_dependencies_child_id", "child_id"),)
+
+    parent_id: Mapped[UUID] = mapped_column(primary_key=True)
+    child_id: Mapped[UUID] = mapped_column(primary_key=True)
+    # The parent's completion is counted in the child's `parents_left` (once, whoever saw it).
+    counted: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
 
 
 class JobIdempotencyKey(DefaultBase):
@@ -224,5 +243,17 @@ class SchedulePause(DefaultBase):
 
     queue: Mapped[str] = mapped_column(String(200), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), primary_key=True)  # the task's name
+    paused_by: Mapped[str] = mapped_column(String(200))  # the actor, as the audit log has it
+    paused_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+
+
+class QueuePause(DefaultBase):
+    """A queue an operator paused, by whom and since when: no worker takes its jobs (the take
+    checks a gate in Redis that mirrors this row, `app.jobs.queue.gate`). Resuming deletes the
+    row. Kept here, so that a Redis restarted empty does not resume the queue."""
+
+    __tablename__ = "queue_pauses"
+
+    queue: Mapped[str] = mapped_column(String(200), primary_key=True)
     paused_by: Mapped[str] = mapped_column(String(200))  # the actor, as the audit log has it
     paused_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))

@@ -25,6 +25,7 @@ from app.jobs.ids import created_at_of
 
 
 class JobStatus(StrEnum):
+    WAITING = "waiting"  # for its parents (`after=`): recorded, not on the queue yet
     QUEUED = "queued"
     RUNNING = "running"
     COMPLETE = "complete"
@@ -34,18 +35,26 @@ class JobStatus(StrEnum):
 
 # status -> the statuses a row in it may move to. A final row never moves: a late or
 # duplicate event (a retry's `queued` after the next attempt started, a second delivery of
-# a finished job) must not rewrite history.
+# a finished job) must not rewrite history. A waiting row is released (`queued`) when its
+# last parent completes, or aborted when one ends otherwise; nothing moves a row back to
+# waiting but an operator's retry of its parent (record/dependencies.py), and a waiting row
+# never runs: its job is not on the queue.
+_ON_QUEUE = frozenset(JobStatus) - {JobStatus.WAITING}
 ALLOWED_MOVES: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset(JobStatus),
-    JobStatus.RUNNING: frozenset(JobStatus),
+    JobStatus.WAITING: frozenset({JobStatus.QUEUED, JobStatus.ABORTED}),
+    JobStatus.QUEUED: _ON_QUEUE,
+    JobStatus.RUNNING: _ON_QUEUE,
     JobStatus.COMPLETE: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.ABORTED: frozenset(),
 }
 TERMINAL_STATUSES = frozenset(status for status, moves in ALLOWED_MOVES.items() if not moves)
 UNFINISHED_STATUSES = frozenset(JobStatus) - TERMINAL_STATUSES
+# The unfinished rows whose job is on the queue (or should be): what the reconciler compares
+# with Redis. A waiting row's job is not there until it is released.
+ON_QUEUE_STATUSES = UNFINISHED_STATUSES - {JobStatus.WAITING}
 # The one way out of a final status: an operator's manual retry (`RETRY_ENDED` in
-# lifecycle_sql.py), not an event, so it is not in ALLOWED_MOVES. A completed job is not run
+# record/retry.py), not an event, so it is not in ALLOWED_MOVES. A completed job is not run
 # again.
 RETRYABLE_STATUSES = frozenset({JobStatus.FAILED, JobStatus.ABORTED})
 # target -> the statuses a row may be in when it moves there: what the SQL guard checks.
@@ -114,6 +123,9 @@ ROW_ID = "job_id"
 # with neither this nor a row id was made by a plain SAQ producer and has no row yet.
 FROM_OUTBOX = "outbox"
 CRON = "cron"  # the schedule of a cron run, put there by the worker's settings
+# Set on a job whose row had children waiting for it when it was enqueued: its end is
+# written at once, not after the recorder's gather interval (a chain is latency-bound).
+HAS_DEPENDENTS = "has_dependents"
 # How many times an operator retried the row when this job was enqueued (absent: never).
 # Events of an earlier run carry a smaller number, so they cannot touch the retried row.
 MANUAL_RETRIES = "manual_retries"
@@ -194,6 +206,7 @@ class Transition:
     at: datetime | None = None  # when an error happened (its entry in the row's history)
     new_row: NewRow | None = None  # the row to create if there is none yet (not an outbox job)
     manual_retries: int = 0  # the run of the row it belongs to (see MANUAL_RETRIES)
+    urgent: bool = False  # an end that releases children: written without waiting
 
     @classmethod
     def of(cls, job: SaqJob, exception: BaseException | None = None) -> Transition:
@@ -225,6 +238,7 @@ class Transition:
             at=datetime.now(UTC) if failed else None,
             new_row=NewRow.of(job) if job.meta and ROW_ID in job.meta else None,
             manual_retries=manual_retries_of(job),
+            urgent=status in TERMINAL_STATUSES and bool(job.meta and job.meta.get(HAS_DEPENDENTS)),
         )
 
 

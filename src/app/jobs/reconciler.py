@@ -1,7 +1,8 @@
 """The periodic repair that makes PostgreSQL the source of truth and Redis the fast path.
 
-Each pass (one worker at a time, under a Redis lock) takes the unfinished rows that have
-not changed for a while and compares them with their jobs in Redis (`decide`):
+Each pass (one worker at a time, under a Redis lock) first settles stale waiting rows
+(`dependencies.repair_waiting`), then takes the other unfinished rows that have not changed
+for a while and compares them with their jobs in Redis (`decide`):
 
 - the job is missing from Redis (Redis flushed or restarted without persistence, the API
   died or Redis was down between the insert and the enqueue): the job is enqueued again
@@ -20,10 +21,9 @@ reported by then never will (a plain SAQ worker lists nothing: only this bound a
 For WORKER_LOST_AFTER after Redis restarts, a worker missing from it is not taken for lost:
 its record may not be back yet.
 
-A row of a job the outbox did not make names its job by `job_key`, and a key can be used
-again by a later run (a cron key always is). A lost cron run is not enqueued again: the
-schedule makes the next run, and the row ends `aborted` saying so. A lost job whose key
-now holds another run ends `aborted` too: that run took its place.
+A row of a job the outbox did not make names its job by `job_key`, which a later run may
+use again (a cron key always is): such a lost run is not enqueued again but ends `aborted`
+(the schedule makes the next run; or the later run took its place).
 """
 
 from __future__ import annotations
@@ -155,6 +155,7 @@ class ReconcileReport:
     worker_lost: int = 0
     dropped: int = 0
     repaired: int = 0
+    released: int = 0  # waiting rows whose parents had all completed
     skipped: bool = False  # another worker made this interval's pass
 
 
@@ -185,7 +186,8 @@ class Reconciler:
         while True:
             try:
                 report = await self.run_once()
-                if report.requeued or report.worker_lost or report.dropped or report.repaired:
+                counts = (report.requeued, report.worker_lost, report.dropped, report.repaired)
+                if any(counts) or report.released:
                     log.info("reconciled background_jobs with redis", **vars(report))
             except Exception as exc:  # PostgreSQL or Redis down: try again next interval
                 log.warning("reconcile pass failed", error=f"{type(exc).__name__}: {exc}")
@@ -203,6 +205,7 @@ class Reconciler:
             return ReconcileReport(skipped=True)  # another worker did this pass
         older_than = datetime.now(UTC) - timedelta(seconds=self._grace)
         service = BackgroundJobService(self._sessions(), enqueuer=self._enqueuer)
+        report.released = await service.repair_waiting(older_than)
         rows = await service.unfinished(
             older_than=older_than, after=self._cursor, limit=self._batch
         )
@@ -289,11 +292,6 @@ def _given_up(row: BackgroundJob, reason: str) -> Transition:
     log.warning("job lost from redis, not enqueued again", job_id=str(row.job_id), reason=reason)
     ended = datetime.now(UTC)
     return Transition(
-        row.job_id,
-        row.task_name,
-        JobStatus.ABORTED,
-        row.attempts,
-        completed_at=ended,
-        error=reason,
-        at=ended,
-    )
+        row.job_id, row.task_name, JobStatus.ABORTED, row.attempts,
+        completed_at=ended, error=reason, at=ended,
+    )  # fmt: skip

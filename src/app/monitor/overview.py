@@ -1,9 +1,11 @@
-"""The overview's figures: SAQ's queues and live workers (Redis), and per task the last hour's
-outcomes from the table (the stats endpoint's statement, and completed/failed per minute)."""
+"""The overview's figures: SAQ's queues and live workers (Redis) and their pauses (PostgreSQL),
+and per task the last hour's outcomes from the table (the stats endpoint's statement, and
+completed/failed per minute)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import structlog
 from litestar_saq import TaskQueues
 
+from app.jobs.control.queues import QueuePauseState
 from app.jobs.reads.service import BackgroundJobService
 from app.jobs.reads.stats import failure_rate
 from app.monitor.queries import MonitorQueries
@@ -27,6 +30,8 @@ class QueueLine:
     active: int
     scheduled: int
     workers: list[str]
+    paused_by: str | None = None  # paused: its workers take none of its jobs
+    paused_at: str = "—"
 
 
 @dataclass
@@ -37,6 +42,7 @@ class TaskLine:
     aborted: int
     running: int
     queued: int
+    waiting: int  # for other jobs: not on the queue yet
     failure_rate: str
     p50: str
     p95: str
@@ -60,17 +66,26 @@ class Overview:
         queries: MonitorQueries,
         since: datetime,
         now: datetime,
+        pauses: Mapping[str, QueuePauseState] | None = None,
     ) -> Overview:
         overview = cls()
+        pauses = pauses or {}
         live: set[str] = set()
         try:
             for queue in task_queues.queues.values():
                 info = await queue.info()
                 workers = sorted(info["workers"])
                 live.update(workers)
+                pause = pauses.get(info["name"])
                 overview.queues.append(
                     QueueLine(
-                        info["name"], info["queued"], info["active"], info["scheduled"], workers
+                        info["name"],
+                        info["queued"],
+                        info["active"],
+                        info["scheduled"],
+                        workers,
+                        paused_by=pause.paused_by if pause else None,
+                        paused_at=moment(pause.paused_at) if pause and pause.paused_at else "—",
                     )
                 )
         except Exception as exc:  # Redis away: the table's figures still show
@@ -89,6 +104,7 @@ class Overview:
                     aborted=row["aborted"],
                     running=row["running"],
                     queued=row["queued"],
+                    waiting=row["waiting"],
                     failure_rate="—" if rate is None else f"{rate * 100:.1f} %",
                     p50=duration(run[0]),
                     p95=duration(run[1]),

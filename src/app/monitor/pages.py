@@ -21,6 +21,7 @@ from litestar_saq import TaskQueues
 from app.auth.guard import role
 from app.auth.roles import Principal, Role
 from app.jobs.control.actions import BULK_LIMIT
+from app.jobs.control.queues import QueuePausing
 from app.jobs.http.jobs.listing import refuse_masked_arguments
 from app.jobs.http.shared.redaction import Redactor
 from app.jobs.http.shared.schemas import JobRead
@@ -37,6 +38,7 @@ from app.monitor.views import (
     STATUS_ICONS,
     PageFilters,
     job_view,
+    relative_view,
     row_view,
 )
 
@@ -159,8 +161,11 @@ class MonitorPages(Controller):
         view = job_view(JobRead.from_row(row), redactor, principal)
         saq_url = await _saq_url(request, task_queues, row.queue, row.job_key or str(row.job_id))
         runs = await monitor_queries.task_runs(row.task_name)
+        relatives = [relative_view(r) for r in await monitor_queries.relatives(wanted)]
         context = {
             **view,
+            "parents": [r for r in relatives if r["relation"] == "parent"],
+            "children": [r for r in relatives if r["relation"] == "child"],
             "saq_url": saq_url,
             "runs_svg": runs_strip(runs, current=wanted),
             "runs_count": len(runs),
@@ -177,11 +182,16 @@ class MonitorPages(Controller):
         jobs_service: NamedDependency[BackgroundJobService],
         monitor_queries: NamedDependency[MonitorQueries],
         task_queues: NamedDependency[TaskQueues],
+        queue_pausing: NamedDependency[QueuePausing],
     ) -> Template:
-        """Queues and workers now; per task, the last hour's outcomes; what may be stuck."""
+        """Queues (paused or not) and workers now; per task, the last hour's outcomes; what
+        may be stuck. An operator pauses and resumes a queue here (the API's calls)."""
         now = datetime.now(UTC)
         since = now - timedelta(hours=1)
-        overview = await Overview.read(task_queues, jobs_service, monitor_queries, since, now)
+        pauses = await queue_pausing.states()
+        overview = await Overview.read(
+            task_queues, jobs_service, monitor_queries, since, now, pauses
+        )
         charts = {task: outcome_chart(minutes, since) for task, minutes in overview.minutes.items()}
         return page("overview.html", request, overview=overview, charts=charts, now=now)
 

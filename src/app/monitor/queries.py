@@ -1,6 +1,7 @@
 """The monitor's reads that the API has no endpoint for, each bounded and served by an index:
 the page before a position (newer), rows by id for live updates, capped status counts,
-a task's last runs, the overview's per-minute outcomes, the oldest queued job, running rows.
+a task's last runs, a job's parents and children, the overview's per-minute outcomes, the
+oldest queued job, running rows.
 
 Filters are the job list's own (`indexed_conditions`, `scanned_conditions`), so a page, its
 newer page and a live row agree on what matches.
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import RowMapping, select, tuple_, union_all
+from sqlalchemy import RowMapping, select, text, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.util import ClauseAdapter
 
@@ -32,6 +33,7 @@ from app.jobs.reads.stats import PER_MINUTE
 
 RUNS_SHOWN = 60  # a task's last runs on a job's page
 STUCK_SCANNED = 500  # running rows looked at for a lost worker, oldest first
+RELATIVES_SHOWN = 200  # a job's parents and children listed on its page, at most
 COUNTS_TTL = 10.0  # seconds the status counts of one filter are reused
 COUNTED_NEWEST = 2_000  # the status counts are of the newest matching jobs, up to this many
 _COUNTS_KEPT = 256  # filters whose counts are kept, at most
@@ -146,6 +148,12 @@ class MonitorQueries:
         async with self._sessions() as session:
             return await session.scalar(statement)
 
+    async def relatives(self, job_id: UUID, limit: int = RELATIVES_SHOWN) -> list[RowMapping]:
+        """The jobs `job_id` waits for (`relation` parent) and those waiting for it (child)."""
+        async with self._sessions() as session:
+            found = await session.execute(RELATIVES, {"job_id": job_id, "limit": limit})
+            return list(found.mappings())
+
     async def running(self, limit: int = STUCK_SCANNED) -> list[RowMapping]:
         """The oldest running rows (the overview keeps those whose worker is gone)."""
         c = JOBS.c
@@ -157,6 +165,23 @@ class MonitorQueries:
         )
         async with self._sessions() as session:
             return list((await session.execute(statement)).mappings())
+
+
+# A job's parents and children (`after=`), each with its task and status (none: deleted by
+# retention); at most RELATIVES_SHOWN of them.
+RELATIVES = text(
+    """
+    SELECT 'parent' AS relation, d.parent_id AS job_id, j.task_name, j.status
+    FROM job_dependencies d LEFT JOIN background_jobs j ON j.job_id = d.parent_id
+    WHERE d.child_id = CAST(:job_id AS uuid)
+    UNION ALL
+    SELECT 'child', d.child_id, j.task_name, j.status
+    FROM job_dependencies d LEFT JOIN background_jobs j ON j.job_id = d.child_id
+    WHERE d.parent_id = CAST(:job_id AS uuid)
+    ORDER BY 1 DESC, 2
+    LIMIT CAST(:limit AS integer)
+    """
+)
 
 
 def _on(condition: Any, table: Any) -> Any:

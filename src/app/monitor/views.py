@@ -25,6 +25,7 @@ DEFAULT_PAGE_SIZE = 50
 FILTERS = ("status", "task_name", "queue", "worker_id", "user_id", "project_id", "has_error", "q")
 # Text and an icon (a shape) for each status: never colour alone.
 STATUS_ICONS = {
+    JobStatus.WAITING: "◌",
     JobStatus.QUEUED: "◷",
     JobStatus.RUNNING: "▶",
     JobStatus.COMPLETE: "✓",
@@ -265,3 +266,15 @@ def _when(value: Any) -> str:
 
 def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def relative_view(row: Any) -> dict[str, Any]:
+    """A parent or child of a job as its page lists it (no status: its row was deleted)."""
+    status = row["status"]
+    return {
+        "relation": row["relation"],
+        "job_id": str(row["job_id"]),
+        "task_name": row["task_name"] or "—",
+        "status": status or "deleted",
+        "icon": STATUS_ICONS[JobStatus(status)] if status else "·",
+    }

@@ -14,7 +14,8 @@ retried). A partition without such rows is detached concurrently (writers never 
 then dropped; rows that became ones to keep meanwhile are put back first. A partition with
 a few is detached in one short transaction that locks the table and puts them back into a
 new partition of their range (`_rehome`): no write to them can fall in between, so no
-`queued` or `running` row is ever dropped. One with more than `max_kept` waits.
+unfinished row (`waiting`, `queued` or `running`) is ever dropped. One with more than
+`max_kept` waits.
 """
 
 from __future__ import annotations

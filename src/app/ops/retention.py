@@ -2,10 +2,11 @@
 
 `background_jobs` goes a partition at a time (app/ops/partitions.py): a partition is
 dropped once its whole range of `created_at` is older than the window, and the rows that
-must stay go back into the table first: a `queued` or `running` row, however old, and an
-ended row changed within the window. No row-by-row DELETE, so a pass costs what the
-partitions' count and drop cost, whatever the rate that filled them (docs/scaling.md). The
-Idempotency-Keys of the dropped rows go with them. The audit log is deleted in batches.
+must stay go back into the table first: an unfinished (`waiting`, `queued` or `running`)
+row, however old, and an ended row changed within the window. No row-by-row DELETE, so a
+pass costs what the partitions' count and drop cost, whatever the rate that filled them
+(docs/scaling.md). The Idempotency-Keys of the dropped rows go with them. The audit log is
+deleted in batches.
 
 The worker runs a pass at start-up and every `interval` seconds, one worker at a time
 (a Redis lock, as the reconciler's), and each pass first makes the partitions ahead of time

@@ -11,19 +11,21 @@ Cancels go through the queue, like a single cancel: the rows follow as the jobs 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from sqlalchemy import select, union_all
+from sqlalchemy import Executable, Row, select, union_all
 
 from app.db.models import BackgroundJob
 from app.jobs.lifecycle import RETRYABLE_STATUSES, UNFINISHED_STATUSES, JobStatus, row_id_of
 from app.jobs.reads.queries import by_job_ids, indexed_conditions
 from app.jobs.reads.search import JobSearch
+from app.jobs.record.dependencies import cancel_waiting, parents_of, wait_again
 from app.jobs.record.events import STATUS, JobEvent
-from app.jobs.record.statements import RETRY_ENDED, retry_parameters
+from app.jobs.record.retry import RETRY_ENDED, retry_parameters
+from app.jobs.record.statements import Execute
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -113,17 +115,26 @@ class JobActions:
         if not job_ids:
             return Retried([], 0)
         async with self._sessions() as session:
-            result = await session.execute(_RETRY, retry_parameters(job_ids, actor))
+            parents = await parents_of(_executor(session), job_ids)
+            result = await session.execute(_RETRY, retry_parameters(job_ids, actor, parents))
             rows = [_as_model(row._mapping) for row in result]
+            # The children these rows' end aborted wait for them again.
+            await wait_again(_executor(session), [row.job_id for row in rows], actor)
+        # A row with parents still to complete waits for them instead (not on the queue).
+        queued = [row for row in rows if row.status == JobStatus.QUEUED.value]
         if self._events is not None:  # before the new run can start and publish its own
-            await self._events.publish_now([_retried_event(row) for row in rows])
-        accepted = await self._enqueuer.enqueue_recorded(rows) if rows else []
+            await self._events.publish_now([_retried_event(row) for row in queued])
+        accepted = await self._enqueuer.enqueue_recorded(queued) if queued else []
         return Retried([row.job_id for row in rows], sum(accepted))
 
     async def cancel(self, jobs: Sequence[FoundJob], reason: str) -> tuple[list[UUID], list[UUID]]:
         """Abort the unfinished jobs among `jobs` (their rows end `aborted` through the queue);
         returns those aborted, and those skipped (ended, or no longer on the queue)."""
         queue = self._enqueuer.queue
+        waiting = [job.job_id for job in jobs if job.status is JobStatus.WAITING]
+        async with self._sessions() as session:  # not on the queue: the row is the job
+            cancelled = await cancel_waiting(_executor(session), waiting, reason)
+        jobs = [job for job in jobs if job.status is not JobStatus.WAITING]
         unfinished = [job for job in jobs if job.status in UNFINISHED_STATUSES]
         skipped = [job.job_id for job in jobs if job.status not in UNFINISHED_STATUSES]
         saq_jobs = await queue.jobs(job.job_key or str(job.job_id) for job in unfinished)
@@ -140,7 +151,15 @@ class JobActions:
                 await queue.abort(saq_job, reason)
 
         await asyncio.gather(*(abort(saq_job) for _, saq_job in to_abort))
-        return [job.job_id for job, _ in to_abort], skipped
+        skipped += [job_id for job_id in waiting if job_id not in cancelled]
+        return cancelled + [job.job_id for job, _ in to_abort], skipped
+
+
+def _executor(session: AsyncSession) -> Execute:
+    async def execute(statement: Executable, parameters: Mapping[str, Any]) -> Sequence[Row[Any]]:
+        return (await session.execute(statement, parameters)).all()
+
+    return execute
 
 
 def _as_model(columns: Any) -> BackgroundJob:

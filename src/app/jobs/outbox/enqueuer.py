@@ -9,12 +9,12 @@ reconciler enqueues it when Redis is back.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 from uuid import UUID, uuid4
 
 import structlog
@@ -22,7 +22,16 @@ from saq.job import Job as SaqJob
 
 from app.db.models import BackgroundJob
 from app.jobs.ids import new_job_id
-from app.jobs.lifecycle import FROM_OUTBOX, MANUAL_RETRIES, ROW_ID, JobStatus
+from app.jobs.lifecycle import (
+    FROM_OUTBOX,
+    HAS_DEPENDENTS,
+    MANUAL_RETRIES,
+    ROW_ID,
+    JobStatus,
+    to_json,
+)
+from app.jobs.outbox.after import insert_dependent, parents_of
+from app.jobs.outbox.batcher import Batcher
 from app.jobs.outbox.rows import FIRST_WITH_KEY, FREE_STALE_KEY, EnqueuedJob, insert_rows
 from app.jobs.registry import TaskFunction, TaskPolicy, TaskRegistry, UnknownTaskError
 
@@ -31,50 +40,12 @@ __all__ = ["Batcher", "EnqueuedJob", "Enqueuer", "IdempotencyConflictError", "re
 if TYPE_CHECKING:
     from app.db.connection import Connection
     from app.jobs.queue.tracked import TrackedQueue
+    from app.jobs.record.dependencies import ReleasedJob
+
+# What `enqueue_recorded` puts on the queue: a row the outbox, a retry or a release wrote.
+RecordedRow: TypeAlias = "EnqueuedJob | BackgroundJob | ReleasedJob"
 
 log = structlog.get_logger(__name__)
-
-Item = TypeVar("Item")
-Outcome = TypeVar("Outcome")
-
-
-class Batcher(Generic[Item, Outcome]):
-    """Hands the items of concurrent callers to one flush at a time.
-
-    A caller's item waits while a flush is running; the next flush takes every item that
-    arrived meanwhile. A caller is answered only after the flush that carried its item.
-    """
-
-    def __init__(
-        self, flush: Callable[[list[Item]], Awaitable[Sequence[Outcome]]], max_batch: int = 500
-    ) -> None:
-        self._flush_batch = flush  # one outcome per item, in order
-        self._max_batch = max_batch
-        self._pending: list[tuple[Item, asyncio.Future[Outcome]]] = []
-        self._flushing: asyncio.Task[None] | None = None
-
-    async def submit(self, item: Item) -> Outcome:
-        """`item`'s outcome, once the flush that carried it has returned."""
-        done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, done))
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush())
-        return await done
-
-    async def _flush(self) -> None:
-        while self._pending:
-            batch = self._pending[: self._max_batch]
-            self._pending = self._pending[self._max_batch :]
-            try:
-                outcomes = await self._flush_batch([item for item, _ in batch])
-            except Exception as exc:  # every waiting caller learns it
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            for (_, done), outcome in zip(batch, outcomes, strict=True):
-                if not done.done():
-                    done.set_result(outcome)
 
 
 class IdempotencyConflictError(ValueError):
@@ -87,6 +58,20 @@ def request_fingerprint(task_name: str, arguments: Mapping[str, Any], *ids: UUID
         [task_name, arguments, [str(i) if i else None for i in ids]], sort_keys=True, default=str
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def dependent_row(job: EnqueuedJob) -> dict[str, Any]:
+    """`job` as INSERT_DEPENDENT's parameters."""
+    row = asdict(job)
+    row.update(
+        arguments=to_json(job.arguments),
+        key=job.idempotency_key,
+        fingerprint=job.request_fingerprint,
+        created=job.created_at,
+    )
+    for unused in ("status", "attempts", "idempotency_key", "request_fingerprint", "created_at"):
+        del row[unused]
+    return row
 
 
 class Enqueuer:
@@ -115,8 +100,11 @@ class Enqueuer:
         project_id: UUID | None = None,
         idempotency_key: str | None = None,
         enqueued_by: str | None = None,
+        after: Sequence[UUID] = (),
     ) -> EnqueuedJob:
         """Record a `queued` row, then put the job on the queue; returns what was recorded.
+        With `after` (job ids), the row is `waiting` until they all completed (see
+        `app.jobs.outbox.after`); `DependencyError` if one is unknown or of another project.
 
         The row is committed first, so it is durable and a worker that picks the job up at
         once finds it. With an `idempotency_key`, a repeated request returns the first
@@ -125,8 +113,9 @@ class Enqueuer:
         """
         task_name = self.registry.name_of(task)
         kwargs = dict(arguments or {})
+        parents = parents_of(after)
         fingerprint = (
-            request_fingerprint(task_name, kwargs, user_id, project_id)
+            request_fingerprint(task_name, kwargs, user_id, project_id, *parents)
             if idempotency_key is not None
             else None
         )
@@ -148,7 +137,11 @@ class Enqueuer:
             enqueued_by=enqueued_by,
         )
         for _ in range(2):
-            if await self._batcher.submit(job):
+            if parents:
+                recorded = await self._record_dependent(job, parents)
+                if recorded is not None:
+                    return recorded
+            elif await self._batcher.submit(job):
                 return job
             # ON CONFLICT DO NOTHING inserted nothing: this idempotency key was used before.
             first = await self._replay(cast("str", idempotency_key), cast("str", fingerprint))
@@ -156,7 +149,7 @@ class Enqueuer:
                 return first
         raise RuntimeError(f"Idempotency-Key {idempotency_key!r} is taken and its row is gone")
 
-    async def enqueue_recorded(self, rows: Sequence[EnqueuedJob | BackgroundJob]) -> list[bool]:
+    async def enqueue_recorded(self, rows: Sequence[RecordedRow]) -> list[bool]:
         """Put already recorded rows' jobs on the queue (again) in one round trip; for each
         row, False if Redis could not take it now (the row stays `queued`)."""
         jobs = [self._job_of(row) for row in rows]
@@ -169,7 +162,7 @@ class Enqueuer:
                 )
             return [False] * len(rows)
 
-    def _job_of(self, row: EnqueuedJob | BackgroundJob) -> SaqJob:
+    def _job_of(self, row: RecordedRow) -> SaqJob:
         # A Job object, not enqueue(**kwargs): SAQ would take kwargs named like Job fields
         # (key, timeout, retries, ...) as job settings instead of task arguments.
         try:
@@ -187,6 +180,8 @@ class Enqueuer:
             meta={FROM_OUTBOX: True},  # its row exists: a worker does not adopt it
             **settings,
         )
+        if getattr(row, "has_dependents", False):  # its end is written at once
+            job.meta[HAS_DEPENDENTS] = True
         manual_retries: int = getattr(row, "manual_retries", 0) or 0
         if manual_retries:  # its events must tell this run from the earlier ones
             job.meta[MANUAL_RETRIES] = manual_retries
@@ -204,6 +199,17 @@ class Enqueuer:
         inserted = await insert_rows(self._connection.execute, jobs)  # committed: the outbox
         await self.enqueue_recorded([job for job in jobs if job.job_id in inserted])
         return [job.job_id in inserted for job in jobs]
+
+    async def _record_dependent(self, job: EnqueuedJob, parents: list[UUID]) -> EnqueuedJob | None:
+        """A job with parents: its own statement, not the batch's (it locks its parents);
+        None if its idempotency key was used before."""
+        inserted = await insert_dependent(self._connection.execute, parents, dependent_row(job))
+        if inserted.status is None:
+            return None
+        job = replace(job, status=inserted.status)
+        if inserted.status == JobStatus.QUEUED.value:  # its parents had all completed
+            await self.enqueue_recorded([job])
+        return job
 
     async def _replay(self, idempotency_key: str, fingerprint: str) -> EnqueuedJob | None:
         """The row the key names; None if it is gone (retention dropped it and has not yet

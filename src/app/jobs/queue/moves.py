@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 EMPTY: Final[object] = object()  # `take`: the queue had nothing to hand out
+PAUSED: Final[object] = object()  # `take`: the queue's gate is closed (`gate.py`)
+UNKNOWN: Final[object] = object()  # `take`: the queue's gate is absent
 
 
 class _Take:
@@ -68,13 +70,20 @@ class _Take:
         if not self._waiting:
             self._moves._take_staged = False
             return []
-        keys = [self._moves.queued, self._moves.active]
+        keys = [self._moves.queued, self._moves.active, *self._moves.gate]
         self.seq, command = self._moves.call(TAKE, keys, len(self._waiting))
         return [command]
 
     def resolve(self, replies: list[Any]) -> None:
         if isinstance(replies[0], Exception):
             self.fail(replies[0])
+            return
+        if isinstance(replies[0], bytes):  # the gate, not open: nobody gets a job
+            held = UNKNOWN if replies[0] == b"unknown" else PAUSED
+            for future in self._waiting:
+                if not future.done():
+                    future.set_result(held)
+            self._staged_next()
             return
         taken = list(zip(replies[0][::2], replies[0][1::2], strict=True))
         waiting = [future for future in self._waiting if not future.done()]
@@ -85,6 +94,9 @@ class _Take:
         unclaimed = taken[len(waiting) :]  # their callers were cancelled meanwhile
         if unclaimed:
             self._moves.put_back([job_id for job_id, _ in unclaimed])
+        self._staged_next()
+
+    def _staged_next(self) -> None:
         self._moves._take_staged = False
         if self._moves._waiting:  # callers who came while it was on the wire
             self._moves._take_staged = True
@@ -171,9 +183,10 @@ class _JobMove:
 class JobMoves:
     """Take, mark, finish and retry `queue`'s jobs through `batcher`."""
 
-    def __init__(self, queue: RedisQueue, batcher: CommandBatcher) -> None:
+    def __init__(self, queue: RedisQueue, batcher: CommandBatcher, gate: str | None = None) -> None:
         self._queue = queue
         self._batcher = batcher
+        self.gate = [gate] if gate else []  # the take reads it (`gate.py`)
         self.queued = queue.namespace("queued")
         self.active = queue.namespace("active")
         self.incomplete = queue.namespace("incomplete")
@@ -181,6 +194,7 @@ class JobMoves:
         self._seq = 0
         self._waiting: list[asyncio.Future[Any]] = []
         self._take_staged = False
+        self._queued_wait: asyncio.Future[Any] | None = None
 
     def call(self, script: Script, keys: list[Any], *args: Any) -> tuple[int, Command]:
         """`script`'s command and its number, taken as it is written: numbers rise in the
@@ -189,8 +203,9 @@ class JobMoves:
         return self._seq, script.call([*keys, self.guard], [self._seq, GUARD_TTL_MS, *args])
 
     async def take(self) -> Job | object | None:
-        """The next queued job, moved to the active list (`EMPTY` if there was none; None if
-        its data is gone, as SAQ's dequeue says it)."""
+        """The next queued job, moved to the active list (`EMPTY` if there was none, `PAUSED`
+        or `UNKNOWN` if the gate let none go; None if its data is gone, as SAQ's dequeue says
+        it)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append(future)
         if not self._take_staged:
@@ -201,14 +216,32 @@ class JobMoves:
         except asyncio.CancelledError:
             # Cancelled as its job arrived (a worker stopping): the job goes back, not astray.
             handed = future.done() and not future.cancelled() and future.exception() is None
-            if handed and future.result() is not EMPTY:
+            if handed and future.result() not in (EMPTY, PAUSED, UNKNOWN):
                 self.put_back([future.result()[0]])
             raise
-        if taken is EMPTY:
-            return EMPTY  # type: ignore[no-any-return]  # the sentinel, as declared
+        if taken is EMPTY or taken is PAUSED or taken is UNKNOWN:
+            return taken  # a sentinel, as declared
         _, data = taken
         job: Job | None = self._queue.deserialize(data)
         return job
+
+    async def wait_for_queued(self, seconds: float) -> bool:
+        """Until the queue holds a job (False: `seconds` passed; 0: no limit). Only waits (SAQ's
+        BLMOVE would take the job past the gate): a list moved onto itself head to head is left
+        as it was. One wait at a time for all of the queue's takers, and a job wakes only the
+        one who started it, as SAQ's BLMOVE hands a job to one taker: the others wait again."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds if seconds else None
+        while True:
+            if self._queued_wait is None or self._queued_wait.done():
+                left = 0.0 if deadline is None else max(deadline - loop.time(), 0.01)
+                wait = self._queue.redis.blmove(self.queued, self.queued, left, "LEFT", "LEFT")  # type: ignore[arg-type]
+                self._queued_wait = asyncio.ensure_future(wait)
+                self._queued_wait.add_done_callback(_seen)
+                return bool(await asyncio.shield(self._queued_wait))
+            await asyncio.shield(self._queued_wait)
+            if deadline is not None and loop.time() >= deadline:
+                return False
 
     def put_back(self, job_ids: list[bytes]) -> None:
         """Jobs taken for callers that are gone: to the head of the queue, in their order."""
@@ -244,3 +277,9 @@ class JobMoves:
     async def _send(self, move: _JobMove) -> None:
         self._batcher.stage(move)
         await move.future
+
+
+def _seen(wait: asyncio.Future[Any]) -> None:
+    # The shared wait's error reaches its takers; with none left (a worker stopping), unlogged.
+    if not wait.cancelled():
+        wait.exception()

@@ -39,7 +39,10 @@ local guard, seq = KEYS[#KEYS], tonumber(ARGV[1])
 local replayed = tonumber(redis.call('HGET', guard, 'seq') or '0') >= seq
 """
 _APPLIED = "redis.call('HSET', guard, 'seq', seq)\nredis.call('PEXPIRE', guard, ARGV[2])\n"
-# KEYS: queued, active. ARGV: how many. Each job moved: its id, then its data (or nil).
+# KEYS: queued, active, and the queue's gate if it has one (`gate.py`). ARGV: how many.
+# Each job moved: its id, then its data (or nil). A gate that is not `open` moves nothing and
+# is answered instead: its value, or 'unknown' when it is absent. Read in the same script as
+# the moves, so no job is taken after a pause was written.
 TAKE = Script(
     _ONCE
     + """
@@ -54,6 +57,10 @@ if replayed then
         end
     end
     return taken
+end
+if #KEYS == 4 then
+    local gate = redis.call('GET', KEYS[3])
+    if gate ~= 'open' then return gate or 'unknown' end
 end
 local ids = {}
 for _ = 1, tonumber(ARGV[3]) do

@@ -35,7 +35,8 @@ from app.jobs.lifecycle import ROW_ID, Transition, UntrackedJobError
 from app.jobs.metrics import JobMetrics
 from app.jobs.pipeline import CommandBatcher, RedisUnreachable
 from app.jobs.queue import floor
-from app.jobs.queue.moves import EMPTY, JobMoves
+from app.jobs.queue.gate import QueueGate
+from app.jobs.queue.moves import EMPTY, PAUSED, UNKNOWN, JobMoves
 from app.jobs.queue.pauses import SchedulePauses
 from app.jobs.queue.running import RunningJobs
 from app.jobs.queue.scripts import ENQUEUE
@@ -61,16 +62,18 @@ class TrackedQueue(RedisQueue):
         recorder: LifecycleRecorder,
         metrics: JobMetrics | None = None,
         pauses: SchedulePauses | None = None,
+        gate: QueueGate | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.recorder = recorder
         self.metrics = metrics  # enqueued jobs and waits; the recorder counts the rest
         self.pauses = pauses  # the cron schedules whose runs are refused
+        self.gate = gate  # whether the queue is paused, read where its jobs are taken
         self._redis_backoff = 0.0
         self._floor = floor.Floor(self)
         self._batcher = CommandBatcher(self.redis)
-        self._moves = JobMoves(self, self._batcher)
+        self._moves = JobMoves(self, self._batcher, gate.key if gate else None)
         self.running = RunningJobs()  # listed in this worker's SAQ record
         if recorder.events is not None:
             recorder.events.send_with(self._batcher)  # the job events ride along
@@ -79,12 +82,16 @@ class TrackedQueue(RedisQueue):
         await super().connect()
         await self._floor.check()  # refuses a SAQ or a Redis the moves were not made for
         await self._batcher.connect()
+        if self.gate is not None:
+            await self.gate.read()
         self.recorder.start()
 
     async def disconnect(self) -> None:
         with contextlib.suppress(TimeoutError):  # a finish or a put-back still on the wire
             await asyncio.wait_for(self._batcher.idle(), 5.0)
         await self._batcher.close()
+        if self.gate is not None:
+            await self.gate.close()
         await self.recorder.close()  # writes what is pending first
         if self.metrics is not None:
             await self.metrics.close()
@@ -262,9 +269,24 @@ class TrackedQueue(RedisQueue):
         return job
 
     async def _take(self, timeout: float, poll_interval: float) -> Job | None:
-        """The next job in one round trip, shared with the worker's other takers; SAQ's
-        blocking dequeue only when the queue is empty, so an idle worker wakes at once."""
+        """The next job in one round trip, shared with the worker's other takers; when the
+        queue is empty, a blocking wait for a job, so an idle worker wakes at once."""
+        job = await self._take_through_gate()
+        if job is EMPTY:
+            if self.gate is None:  # SAQ's blocking dequeue
+                return await super().dequeue(timeout=timeout, poll_interval=poll_interval)
+            if await self._moves.wait_for_queued(timeout):
+                job = await self._take_through_gate()
+        if job is EMPTY:
+            return None
+        if job is PAUSED or job is UNKNOWN:
+            assert self.gate is not None  # only a gated take answers so
+            await self.gate.held(known=job is PAUSED)
+            return None
+        return job  # type: ignore[return-value]
+
+    async def _take_through_gate(self) -> Job | object | None:
         job = await self._moves.take()  # LMOVE: Redis 6.2 or later, checked at connect
-        if job is not EMPTY:
-            return job  # type: ignore[return-value]
-        return await super().dequeue(timeout=timeout, poll_interval=poll_interval)
+        if job is UNKNOWN and self.gate is not None and await self.gate.restore():
+            job = await self._moves.take()  # the gate is written again: as if it had been
+        return job

@@ -36,7 +36,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from app.db.models import BackgroundJob
 from app.jobs.ids import EARLIEST, LATEST, created_at_of, created_between
-from app.jobs.lifecycle import UNFINISHED_STATUSES
+from app.jobs.lifecycle import ON_QUEUE_STATUSES
 from app.jobs.reads.search import SCAN_LIMIT, JobSearch, Position
 
 TOTAL_LIMIT = 1_000  # a list counts its rows up to here, then says "more than"
@@ -61,12 +61,13 @@ def by_job_ids(job_ids: Iterable[UUID]) -> list[ColumnElement[bool]]:
 def unfinished_statement(
     older_than: datetime, after: tuple[datetime, UUID] | None, limit: int
 ) -> Select[BackgroundJob]:
-    """The reconciler's page: unfinished rows unchanged since `older_than`, after `after`, in
-    the order of the partial index on `(updated_at, job_id)` of unfinished rows, which each
-    partition has: its scans are merged in order, never sorted."""
+    """The reconciler's page: rows whose job is on the queue (or should be), unchanged since
+    `older_than`, after `after`, in the order of the partial index on `(updated_at, job_id)`
+    of unfinished rows, which each partition has: its scans are merged in order, never
+    sorted. Waiting rows are not on the queue (`dependencies.repair_waiting` settles them)."""
     c = BackgroundJob
     conditions: list[ColumnElement[bool]] = [
-        c.status.in_(sorted(status.value for status in UNFINISHED_STATUSES)),
+        c.status.in_(sorted(status.value for status in ON_QUEUE_STATUSES)),
         c.updated_at < older_than,
     ]
     if after is not None:

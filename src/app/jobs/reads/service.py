@@ -18,7 +18,7 @@ from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import Executable, Row
 
 from app.db.models import BackgroundJob
-from app.jobs.lifecycle import TERMINAL_STATUSES, Transition, row_id_of
+from app.jobs.lifecycle import TERMINAL_STATUSES, JobStatus, Transition, row_id_of
 from app.jobs.reads.queries import (
     TOTAL,
     ListedPage,
@@ -31,7 +31,8 @@ from app.jobs.reads.queries import (
 )
 from app.jobs.reads.search import JobSearch, Position
 from app.jobs.reads.stats import stats_statement, task_stats, window_start
-from app.jobs.record.statements import apply_transitions
+from app.jobs.record.dependencies import cancel_waiting, repair_waiting, settle_children
+from app.jobs.record.statements import write_transitions
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -81,8 +82,11 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
         project_id: UUID | None = None,
         idempotency_key: str | None = None,
         enqueued_by: str | None = None,
+        after: Sequence[UUID] = (),
     ) -> EnqueuedJob:
-        """Record a `queued` row, then put the job on the queue (see `Enqueuer.enqueue`)."""
+        """Record a `queued` row, then put the job on the queue (see `Enqueuer.enqueue`).
+        With `after`, the job waits for those jobs to complete (`DependencyError` if one is
+        unknown or of another project)."""
         return await self._require_enqueuer().enqueue(
             task,
             arguments,
@@ -90,6 +94,7 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
             project_id=project_id,
             idempotency_key=idempotency_key,
             enqueued_by=enqueued_by,
+            after=after,
         )
 
     async def cancel(self, row: BackgroundJob, reason: str) -> None:
@@ -99,6 +104,10 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
         """
         if row.status in TERMINAL_STATUSES:
             raise JobAlreadyFinishedError(f"job {row.job_id} already ended as {row.status}")
+        if row.status == JobStatus.WAITING:  # not on the queue: the row is the job
+            if not await cancel_waiting(self._execute, [row.job_id], reason):
+                raise JobAlreadyFinishedError(f"job {row.job_id} is no longer waiting")
+            return
         queue = self._require_enqueuer().queue
         job = await queue.job(row.job_key or str(row.job_id))
         if job is None or job.completed or row_id_of(job) != row.job_id:  # gone, or a later run
@@ -153,7 +162,8 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
     async def unfinished(
         self, *, older_than: datetime, after: tuple[datetime, UUID] | None, limit: int
     ) -> Sequence[BackgroundJob]:
-        """Rows still unfinished, unchanged since `older_than`, oldest change first.
+        """Rows still unfinished (but not waiting: not on the queue yet), unchanged since
+        `older_than`, oldest change first.
 
         `after` is where the previous page ended, so long waits never hide the rows behind them.
         """
@@ -165,8 +175,23 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
     # -- repairs -----------------------------------------------------------------------------
 
     async def apply(self, transitions: Sequence[Transition]) -> list[Transition]:
-        """Write transitions with the guarded UPDATE (see `apply_transitions`)."""
-        return await apply_transitions(self._execute, transitions)
+        """Write transitions with the guarded UPDATE (see `write_transitions`); the children
+        of the rows that ended are released (and enqueued) or aborted, as the recorder does."""
+        written = await write_transitions(self._execute, transitions)
+        if written.ended_parents:
+            released = await settle_children(self._execute, written.ended_parents)
+            if released and self.enqueuer is not None:
+                await self.enqueuer.enqueue_recorded(released)
+        return written.applied
+
+    async def repair_waiting(self, older_than: datetime) -> int:
+        """Release (and enqueue) the waiting rows whose parents all completed, abort those
+        with a parent that did not (`dependencies.repair_waiting`); returns how many were
+        released."""
+        released = await repair_waiting(self._execute, older_than)
+        if released:
+            await self._require_enqueuer().enqueue_recorded(released)
+        return len(released)
 
     async def _execute(
         self, statement: Executable, parameters: Mapping[str, Any]

@@ -5,7 +5,7 @@ One statement whose cost does not grow with the table: the ended jobs' counts fr
 `job_stats` (one row per task and minute for windows up to an hour, per task and hour for
 longer ones: a `7d` window sums 169 rows a task where `1h` sums 61) and the few its
 compaction has not reached yet (`job_stats_pending`: seconds' worth), and the unfinished
-jobs created in the window, counted live (as many as are queued or running). A window
+jobs created in the window, counted live (as many as are waiting, queued or running). A window
 starts at the minute (`5m`, `15m`, `1h`) or at the hour (`6h`, `24h`, `7d`) before
 `now - window`. Percentiles come from the duration buckets (app/jobs/histogram.py).
 """

@@ -7,6 +7,11 @@ per `busy_flush_interval`: batches grow with the load instead of the number of w
 When PostgreSQL is down the batch is kept and retried with backoff, so jobs keep running
 and the rows are true once it is back. What a killed process still held is repaired by
 the reconciler from Redis.
+
+A row that ended with children waiting for it (`has_dependents`) has them released (put on
+the queue through `release`, in this process) or aborted right after its batch is written;
+the end of a job enqueued as a parent (`Transition.urgent`) is written without waiting for
+the gather interval, so a chain of jobs moves at the speed of its round trips.
 """
 
 from __future__ import annotations
@@ -14,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 from uuid import UUID
 
 import structlog
 
 from app.jobs.lifecycle import JobStatus, Transition
+from app.jobs.record.dependencies import ReleasedJob, settle_children
 from app.jobs.record.events import JobEvent
 from app.jobs.record.log_lines import Line, write_lines
 from app.jobs.record.progress import ProgressUpdate, apply_progress
@@ -62,6 +68,10 @@ class LifecycleRecorder:
         self.events = events  # what each batch changed, for the API's event streams
         self._pending: list[Transition] = []
         self._progress: dict[UUID, ProgressUpdate] = {}  # each job's latest only
+        self._ended_parents: dict[UUID, JobStatus] = {}  # written; children to settle
+        # Puts released children on the queue (the outbox's `enqueue_recorded`).
+        self.release: Callable[[Sequence[ReleasedJob]], Awaitable[object]] | None = None
+        self._urgent = asyncio.Event()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -70,7 +80,7 @@ class LifecycleRecorder:
 
     @property
     def pending(self) -> int:
-        return len(self._pending) + len(self._progress)
+        return len(self._pending) + len(self._progress) + len(self._ended_parents)
 
     def start(self) -> None:
         if self._task is None:
@@ -79,6 +89,8 @@ class LifecycleRecorder:
 
     def record(self, transition: Transition) -> None:
         self._pending.append(transition)
+        if transition.urgent:
+            self._urgent.set()
         self._idle.clear()
         self._wake.set()
         self.start()  # a queue that reports before it connected still gets its rows written
@@ -116,12 +128,12 @@ class LifecycleRecorder:
         while True:
             await self._wake.wait()
             if not self._closing:
-                await self._sleep(self._flush_interval)  # let a batch gather
+                await self._pause(self._flush_interval)  # let a batch gather
             self._wake.clear()
-            while self._pending or self._progress:
+            while self._pending or self._progress or self._ended_parents:
                 if not self._closing:  # events came in during the last write: the load is on
                     next_flush = self._last_flush + self._busy_flush_interval
-                    await self._sleep(max(0.0, next_flush - self._clock()))
+                    await self._pause(max(0.0, next_flush - self._clock()))
                 self._last_flush = self._clock()
                 try:
                     await self._write()
@@ -136,21 +148,39 @@ class LifecycleRecorder:
                     backoff = min(backoff * 2, self._max_backoff)
                     continue
                 backoff = _FIRST_BACKOFF
-            if not self._pending and not self._progress:
+            if not self._pending and not self._progress and not self._ended_parents:
                 self._idle.set()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep `seconds`, or less if an urgent transition comes (or came) meanwhile."""
+        if self._urgent.is_set() or seconds <= 0:
+            if seconds <= 0:
+                await self._sleep(0)
+            return
+        sleeping = asyncio.ensure_future(self._sleep(seconds))
+        urgent = asyncio.ensure_future(self._urgent.wait())
+        try:
+            await asyncio.wait((sleeping, urgent), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeping.cancel()
+            urgent.cancel()
 
     async def _write(self) -> None:
         """One batch of transitions, then the progress gathered so far: a statement each."""
+        self._urgent.clear()  # what is pending is written now
         batch = self._pending[: self._max_batch]
         if batch:
             written = await write_transitions(self._connection.execute, batch)
             del self._pending[: len(batch)]
+            self._ended_parents.update(written.ended_parents)
             _log_transitions(batch, written.applied)
             if self._metrics is not None:
                 self._metrics.applied(written.applied)
             self._publish(
                 JobEvent.of_transition(t, written.rows[t.job_id]) for t in written.applied
             )
+        if self._ended_parents:
+            await self._settle_children()
         if self._progress:
             updates, self._progress = self._progress, {}
             try:
@@ -159,6 +189,16 @@ class LifecycleRecorder:
                 self._progress = {**updates, **self._progress}  # newer ones win
                 raise
             self._publish(JobEvent.of_progress(update, row) for update, row in moved)
+
+    async def _settle_children(self) -> None:
+        """Release or abort the children of the rows written as ended (kept until done: the
+        statements are safe to send again)."""
+        ended = dict(self._ended_parents)
+        released = await settle_children(self._connection.execute, ended)
+        for job_id in ended:
+            del self._ended_parents[job_id]
+        if released and self.release is not None:
+            await self.release(released)  # the outbox's: a job Redis did not take stays queued
 
     def _publish(self, events: Iterable[JobEvent]) -> None:
         if self.events is not None:

@@ -9,8 +9,8 @@ in-batch fold that prepares a batch is `lifecycle.fold`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -19,13 +19,11 @@ from sqlalchemy import Executable, Row, TextClause, text
 from app.jobs.ids import created_between
 from app.jobs.lifecycle import (
     ALLOWED_SOURCES,
-    RETRYABLE_STATUSES,
     TERMINAL_STATUSES,
     JobStatus,
     NewRow,
     Transition,
     fold,
-    status_in,
     to_json,
 )
 from app.jobs.record.counting import counted
@@ -44,10 +42,11 @@ _BATCH_COLUMNS = """
         CAST(:new_errors AS jsonb[]), CAST(:manual_retries AS integer[])"""
 _BATCH_NAMES = """job_id, status, sources, attempt, worker_id, started_at, completed_at, result,
            error, traceback, new_errors, manual_retries"""
-# What a moved row tells the events it is published in (`MovedRow`), and what `job_stats`
-# counts of it (app/jobs/record/counting.py).
-_MOVED = "job_id, task_name, queue, user_id, project_id"
-_COUNTED = f"{_MOVED}, status, created_at, started_at, completed_at"
+# What a moved row tells the events it is published in (`MovedRow`), whether it has
+# children waiting for it (`Written.ended_parents`), and what `job_stats` counts of it
+# (app/jobs/record/counting.py).
+_MOVED = "job_id, task_name, queue, user_id, project_id, has_dependents, status"
+_COUNTED = f"{_MOVED}, created_at, started_at, completed_at"
 _UPDATE = """
     UPDATE background_jobs AS b SET
         status = v.status,
@@ -139,6 +138,7 @@ _BATCH_STATEMENTS = {
 GUARDED_UPDATE = _BATCH_STATEMENTS[False, True]
 FIRST_SEEN_AND_UPDATE = _BATCH_STATEMENTS[True, True]
 
+_ENDED_VALUES = frozenset(status.value for status in TERMINAL_STATUSES)
 # The statuses each status may follow, as the statement's comma-separated text argument.
 _SOURCES = {
     target: ",".join(sorted(source.value for source in sources))
@@ -162,10 +162,12 @@ class MovedRow:
 
 @dataclass(frozen=True, slots=True)
 class Written:
-    """A batch's outcome: the transitions that took effect, and each moved row's facts."""
+    """A batch's outcome: the transitions that took effect, each moved row's facts, and the
+    rows with dependents that ended (their children are released or aborted next)."""
 
     applied: list[Transition]
     rows: dict[UUID, MovedRow]
+    ended_parents: dict[UUID, JobStatus] = field(default_factory=dict)
 
 
 async def apply_transitions(
@@ -212,60 +214,17 @@ async def write_transitions(execute: Execute, transitions: Sequence[Transition])
     statement = _BATCH_STATEMENTS[any(new_rows), ends]
     rows = await execute(statement, parameters)
     moved = {row[0]: MovedRow.of(row) for row in rows}
+    ended_parents = {
+        values[0]: JobStatus(values[6])
+        for values in map(tuple, rows)
+        if values[5:6] == (True,) and values[6] in _ENDED_VALUES
+    }
     applied = [
         t
         for t in transitions
         if t.job_id in moved and not any(t is i for i in folded[t.job_id].ignored)
     ]
-    return Written(applied, moved)
-
-
-# An operator's retry of ended jobs: back to `queued` under the same job_id, for at least one
-# more attempt, with an entry in the history saying who retried it. One statement for any
-# number of jobs; its status guard makes concurrent retries of a job take effect once. What
-# the ended rows added to `job_stats` is taken back in the same statement (the rows are
-# locked first, so `ended` is what they were when retried).
-_RETRYABLE = status_in(RETRYABLE_STATUSES)
-_RETRIED_ENDED = "(SELECT e.* FROM ended AS e JOIN retried AS r ON r.id = e.id)"
-RETRY_ENDED = text(
-    f"""
-    WITH ended AS MATERIALIZED (
-        SELECT id, created_at, task_name, project_id, status, started_at, completed_at
-        FROM background_jobs
-        WHERE job_id = ANY(CAST(:job_ids AS uuid[])) AND {_RETRYABLE}
-          AND created_at BETWEEN CAST(:oldest AS timestamptz) AND CAST(:newest AS timestamptz)
-        FOR UPDATE
-    ),
-    retried AS (
-        UPDATE background_jobs AS b SET
-            status = 'queued',
-            max_attempts = GREATEST(b.max_attempts, b.attempts + 1),
-            manual_retries = b.manual_retries + 1,
-            completed_at = NULL,
-            progress = NULL,
-            progress_message = NULL,
-            errors = b.errors || jsonb_build_array(jsonb_build_object(
-                'attempt', b.attempts, 'at', CAST(:at AS text), 'status', 'queued',
-                'retried_from', b.status, 'retried_by', CAST(:actor AS text))),
-            updated_at = now()
-        FROM ended
-        WHERE b.id = ended.id AND b.created_at = ended.created_at AND b.{_RETRYABLE}
-          AND b.created_at BETWEEN CAST(:oldest AS timestamptz) AND CAST(:newest AS timestamptz)
-        RETURNING b.*
-    ){counted(_RETRIED_ENDED, sign=-1)}
-    SELECT * FROM retried
-    """  # noqa: S608 - built from this module's constants only
-)
-
-
-def retry_parameters(job_ids: Iterable[UUID], actor: str) -> dict[str, Any]:
-    ids = list(job_ids)
-    return {
-        "job_ids": ids,
-        "actor": actor,
-        "at": datetime.now(UTC).isoformat(),
-        **_created_between(ids),
-    }
+    return Written(applied, moved, ended_parents)
 
 
 def _created_between(job_ids: Iterable[UUID]) -> dict[str, datetime]:

@@ -1,6 +1,7 @@
 // The cron and workers pages' script: a redraw of the page's body every few seconds while the
 // tab is visible (one small request, nothing when hidden), and, for operators, the Pause and
-// Resume buttons of a schedule, which call the API with the session's CSRF token.
+// Resume buttons of a schedule and (overview) of a queue, which call the API with the session's
+// CSRF token.
 "use strict";
 
 (function () {
@@ -65,8 +66,46 @@
     });
   }
 
+  // The overview's Pause… / Resume… of a queue: confirmed in a dialog, then the API's call.
+  function queueActions() {
+    const dialog = document.getElementById("confirm");
+    if (!dialog) return;
+    const confirmWith = (text) => new Promise((resolve) => {
+      document.getElementById("confirm-text").textContent = text;
+      dialog.returnValue = "";
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+      dialog.showModal();
+    });
+    document.addEventListener("click", async (event) => {
+      const button = event.target.closest("button[data-queue-action]");
+      if (!button) return;
+      const action = button.dataset.queueAction;
+      const name = button.dataset.queue;
+      const result = button.parentElement.querySelector(".queue-result");
+      const question = action === "pause"
+        ? `Pause queue ${name}? Its workers take no new job (running jobs finish); triggers are still accepted.`
+        : `Resume queue ${name}? Its workers take its jobs again at once.`;
+      if (!(await confirmWith(question))) return;
+      button.disabled = true;
+      try {
+        const answer = await fetch(`/api/v1/queues/${encodeURIComponent(name)}/${action}`, {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "x-csrf-token": csrf() },
+        });
+        const data = await answer.json().catch(() => null);
+        if (!answer.ok) throw new Error((data && data.detail) || `${answer.status}`);
+        window.location.reload();  // the new state, and the other button
+      } catch (error) {
+        if (result) result.textContent = `✗ ${error.message}`;
+        button.disabled = false;
+      }
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     const page = document.body.dataset.page;
+    if (page === "overview") queueActions();
     if (page !== "cron" && page !== "workers") return;
     const tick = live();
     if (page === "cron") scheduleActions(tick);

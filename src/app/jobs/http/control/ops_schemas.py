@@ -1,4 +1,4 @@
-"""The bodies of `/api/v1/schedules` and `/api/v1/workers`, and their examples."""
+"""The bodies of `/api/v1/schedules`, `/api/v1/workers` and a queue's pause, and their examples."""
 
 from __future__ import annotations
 
@@ -138,4 +138,23 @@ WORKERS_EXAMPLE = {
         }
     ],
     "running_rows_capped": False,
+}
+
+
+class QueuePauseRead(msgspec.Struct):
+    """A queue's pause after a pause, resume or drain call."""
+
+    name: str
+    paused: bool
+    paused_by: str | None  # the actor, as the audit log has it
+    paused_at: datetime | None
+    running: int  # its jobs taken by a worker and not yet ended (a drain waits for 0)
+
+
+QUEUE_PAUSE_EXAMPLE: dict[str, Any] = {
+    "name": "background-jobs",
+    "paused": True,
+    "paused_by": "bgj_Xk3f9a2b",
+    "paused_at": "2026-12-07T15:00:00Z",
+    "running": 3,
 }

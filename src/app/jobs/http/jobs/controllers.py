@@ -40,6 +40,8 @@ from app.jobs.http.shared.schemas import (
     JobRead,
     TriggerTestRequest,
 )
+from app.jobs.lifecycle import JobStatus
+from app.jobs.outbox.after import DependencyError
 from app.jobs.outbox.enqueuer import Enqueuer, IdempotencyConflictError
 from app.jobs.reads.service import BackgroundJobService, JobAlreadyFinishedError
 from app.worker import tasks
@@ -64,7 +66,8 @@ class TaskController(Controller):
         responses=errors(
             {
                 400: "The body is not JSON, or a value is missing, of the wrong type, out of "
-                "range or unknown; or the Idempotency-Key is invalid. Nothing was written.",
+                "range or unknown; or the Idempotency-Key is invalid; or `after` names a job "
+                "that does not exist in this job's project. Nothing was written.",
                 409: "This Idempotency-Key was already used with a different body.",
                 413: "The body is larger than MAX_REQUEST_BODY bytes (64 KiB by default).",
                 415: NOT_JSON,
@@ -92,6 +95,8 @@ class TaskController(Controller):
     ) -> JobAccepted:
         """Queue the test task; the job's row exists and the job is queued when this answers.
 
+        With `after`, the job waits (`waiting`) until those jobs have all completed, and is
+        aborted if one fails or is aborted; they must exist, in the new job's project.
         A project-scoped key triggers for its own project (filled in when `project_id` is null).
         """
         project_id = project_in_scope(principal, data.project_id)
@@ -103,10 +108,17 @@ class TaskController(Controller):
                 project_id=project_id,
                 idempotency_key=project_idempotency_key(project_id, idempotency_key),
                 enqueued_by=principal.actor,
+                after=data.after,
             )
         except IdempotencyConflictError as exc:
             raise conflict(exc) from None
-        return JobAccepted(message=TRIGGER_ACCEPTED_MESSAGE, job_id=job.job_id)
+        except DependencyError as exc:
+            raise ValidationException(
+                detail=str(exc), extra=[{"key": "after", "message": str(exc), "source": "body"}]
+            ) from None
+        return JobAccepted(
+            message=TRIGGER_ACCEPTED_MESSAGE, job_id=job.job_id, status=JobStatus(job.status)
+        )
 
 
 def project_idempotency_key(project_id: UUID | None, key: str | None) -> str | None:

@@ -41,6 +41,7 @@ class StatusCounts(msgspec.Struct):
     complete: int
     failed: int
     aborted: int
+    waiting: int  # for other jobs (`after=`): not on the queue yet
 
 
 class Percentiles(msgspec.Struct):
@@ -101,6 +102,10 @@ class QueueReport(msgspec.Struct):
     scheduled: int  # to run later (a retry's delay, a scheduled time)
     live_workers: int
     workers: list[WorkerReport]
+    # Paused: its workers take none of its jobs (`POST /api/v1/queues/{name}/pause`).
+    paused: bool = False
+    paused_by: str | None = None
+    paused_at: datetime | None = None
 
 
 class QueueList(msgspec.Struct):
@@ -156,7 +161,14 @@ STATS_EXAMPLE = {
         {
             "task_name": "trigger_test",
             "total": 120,
-            "counts": {"queued": 3, "running": 2, "complete": 105, "failed": 8, "aborted": 2},
+            "counts": {
+                "queued": 3,
+                "running": 2,
+                "complete": 105,
+                "failed": 8,
+                "aborted": 2,
+                "waiting": 0,
+            },
             "failure_rate": 0.0696,
             "run_seconds": {"p50": 0.105, "p95": 0.31},
             "wait_seconds": {"p50": 0.004, "p95": 0.02},
@@ -171,6 +183,9 @@ QUEUES_EXAMPLE = {
             "active": 10,
             "scheduled": 1,
             "live_workers": 1,
+            "paused": False,
+            "paused_by": None,
+            "paused_at": None,
             "workers": [
                 {
                     "id": "8c6f2e1a-0b9d-4c3e-a2f1-5d6e7f8a9b0c",

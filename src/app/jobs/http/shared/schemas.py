@@ -11,6 +11,7 @@ import msgspec
 
 from app.db.models import BackgroundJob
 from app.jobs.lifecycle import JobStatus
+from app.jobs.outbox.after import MAX_PARENTS
 
 TRIGGER_ACCEPTED_MESSAGE = "Test task accepted and queued for processing"
 
@@ -31,15 +32,27 @@ class TriggerTestRequest(msgspec.Struct, forbid_unknown_fields=True):
     project_id: UUID | None = None
     sleep_seconds: Annotated[float, msgspec.Meta(ge=0, le=SLEEP_SECONDS_MAX)] = 0.1
     fail: bool = False
+    # Jobs this one waits for: it is `waiting` until they all completed, `aborted` if one
+    # fails or is aborted (docs/jobs-api.md "Jobs that wait for other jobs").
+    after: Annotated[
+        list[UUID],
+        msgspec.Meta(
+            max_length=MAX_PARENTS,
+            description="job_ids of jobs (of the same project) this job waits for",
+        ),
+    ] = msgspec.field(default_factory=list)
 
 
 # The README's seed request, shown in the docs and sent by schemathesis's examples phase.
 TRIGGER_EXAMPLE = {"message": "Test message", "sleep_seconds": 0.1, "fail": False}
 
 
-class JobAccepted(msgspec.Struct):
+class JobAccepted(msgspec.Struct, omit_defaults=True):
     message: str
     job_id: UUID
+    # Said only when not `queued`: `waiting` for a job with parents not all completed,
+    # `aborted` if one of them had already failed or been aborted.
+    status: JobStatus = JobStatus.QUEUED
 
 
 class JobCancelRequested(msgspec.Struct):
