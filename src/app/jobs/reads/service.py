@@ -159,10 +159,16 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
             return list((await session.execute(stats_statement(since, project_id))).mappings())
 
     async def unfinished(
-        self, *, older_than: datetime, after: tuple[datetime, UUID] | None, limit: int
+        self,
+        *,
+        queue: str,
+        older_than: datetime,
+        after: tuple[datetime, UUID] | None,
+        limit: int,
     ) -> Sequence[BackgroundJob]:
-        """Rows still unfinished (but not waiting: not on the queue yet), unchanged since
-        `older_than`, oldest change first.
+        """Rows of `queue` still unfinished (but not waiting: not on the queue yet), unchanged
+        since `older_than`, oldest change first. Another queue's rows are its own reconciler's:
+        this one would find their jobs missing from its queue and enqueue them on it.
 
         `after` is where the previous page ended, so long waits never hide the rows behind them.
         """
@@ -174,6 +180,7 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
         async with self._unit_of_work():
             return await self.get_many(
                 CollectionFilter("status", sorted(status.value for status in ON_QUEUE_STATUSES)),
+                ComparisonFilter("queue", "eq", queue),
                 ComparisonFilter("updated_at", "lt", older_than),
                 *after_previous_page,
                 OrderBy("updated_at"),
