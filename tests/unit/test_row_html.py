@@ -63,6 +63,11 @@ def _normal(html: str) -> str:
         {},
         {"status": ["failed"], "worker_id": [HOSTILE], "q": ["<b>&"]},
         {"task_name": ["a&b"], "limit": ["25"]},
+        {
+            "user_id": [str(UUID(int=20_000))],
+            "status": ["failed,complete"],
+            "project_id": [str(UUID(int=1))],
+        },
     ],
 )
 def test_rows_are_the_templates_rows(operator: bool, query: dict[str, list[str]]) -> None:

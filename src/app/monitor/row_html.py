@@ -3,18 +3,19 @@
 A page has up to 200 rows of about twenty values each; Jinja escaped each value through its
 own call and looked up each attribute and link through its runtime, which made rendering the
 rows the larger part of a jobs page's API CPU (docs/benchmarks.md). Here each row is one
-format string, every value escaped by the same `markupsafe.escape` the template's
-autoescaping used, and a link of the page's filters escaped once per page. The markup is
-the one `rows.html` wrote (tests/browser read it).
+format string; free text is escaped by the same `markupsafe.escape` the template's
+autoescaping used, and each link of the page's filters is built and escaped once a page.
+The markup is the one `rows.html` wrote (tests/browser read it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import quote_plus, urlencode
 
 from markupsafe import Markup, escape
 
-from app.monitor.views import JobRow, PageFilters
+from app.monitor.views import DEFAULT_PAGE_SIZE, JobRow, PageFilters
 
 _PICK = (
     '<td class="pick"><input type="checkbox" class="pick-row" value="{id}"'
@@ -24,36 +25,54 @@ _MUTED = '<span class="muted">—</span>'
 
 
 class _Links:
-    """The page's links by filter, each escaped for an attribute once."""
+    """The page's links that change one filter, each escaped for an attribute once.
+
+    `PageFilters.url(name=value)` keeps the other filters in their order, sets `name` where
+    it was (or last) and `limit` after them: the pairs around `name` are encoded once a
+    page, so a row's link is one `quote_plus` of its value.
+    """
 
     def __init__(self, filters: PageFilters | None) -> None:
         self._filters = filters
+        self._around: dict[str, tuple[str, str]] = {}
         self._made: dict[tuple[str, str], str] = {}
+
+    def _pairs_around(self, name: str) -> tuple[str, str]:
+        assert self._filters is not None
+        pairs = list(self._filters.given.items())
+        at = next((k for k, (key, _) in enumerate(pairs) if key == name), len(pairs))
+        after = pairs[at + 1 :]
+        if self._filters.limit != DEFAULT_PAGE_SIZE:
+            after.append(("limit", str(self._filters.limit)))
+        return urlencode(pairs[:at]), urlencode(after)
 
     def __call__(self, name: str, value: str) -> str:
         link = self._made.get((name, value))
         if link is None:
-            url = self._filters.url(**{name: value}) if self._filters is not None else ""
+            around = self._around.get(name)
+            if around is None:
+                around = self._around[name] = self._pairs_around(name)
+            parts = (around[0], f"{quote_plus(name)}={quote_plus(value)}", around[1])
+            url = "/monitor?" + "&".join(part for part in parts if part)
             link = self._made[(name, value)] = str(escape(url))
         return link
 
 
 def _row(row: JobRow, link: _Links, operator: bool) -> str:
-    job_id = str(escape(row.job_id))
-    status = str(escape(row.status))
+    # Ids, status, icon, counts, times and the cursor come from typed columns (UUIDs, the
+    # status enum, integers, timestamps, base64): nothing in them to escape. Free text is.
+    job_id, status = row.job_id, row.status
     task = str(escape(row.task_name))
     ids = []
     if row.user_id:
-        user = str(escape(row.user_id))
         ids.append(
             f'<a class="value mono" href="{link("user_id", row.user_id)}"'
-            f' title="only user {user}">u:{escape(row.user_id[:8])}</a>'
+            f' title="only user {row.user_id}">u:{row.user_id[:8]}</a>'
         )
     if row.project_id:
-        project = str(escape(row.project_id))
         ids.append(
             f'<a class="value mono" href="{link("project_id", row.project_id)}"'
-            f' title="only project {project}">p:{escape(row.project_id[:8])}</a>'
+            f' title="only project {row.project_id}">p:{row.project_id[:8]}</a>'
         )
     if not ids:
         ids.append(_MUTED)
@@ -68,22 +87,21 @@ def _row(row: JobRow, link: _Links, operator: bool) -> str:
     pick = _PICK.format(id=job_id) if operator else ""
     return (
         f'<tr id="job-{job_id}" data-job-id="{job_id}" data-status="{status}"'
-        f' data-cursor="{escape(row.cursor)}">\n  {pick}'
+        f' data-cursor="{row.cursor}">\n  {pick}'
         f'<td data-label="Status"><a class="status status-{status}"'
-        f' href="{link("status", row.status)}" title="only {status} jobs">'
-        f'<span class="icon" aria-hidden="true">{escape(row.icon)}</span>'
+        f' href="{link("status", status)}" title="only {status} jobs">'
+        f'<span class="icon" aria-hidden="true">{row.icon}</span>'
         f' <span class="status-text">{status}</span></a></td>\n'
         f'  <td data-label="Task"><a class="value" href="{link("task_name", row.task_name)}"'
         f' title="only {task} jobs">{task}</a></td>\n'
         f'  <td data-label="Job"><a class="mono" href="/monitor/jobs/{job_id}"'
-        f' title="{job_id}">{escape(row.job_id[:8])}…</a></td>\n'
+        f' title="{job_id}">{job_id[:8]}…</a></td>\n'
         f'  <td data-label="User / project" class="ids">\n    {chr(10).join(ids)}\n  </td>\n'
         f'  <td data-label="Worker">{worker}</td>\n'
-        f'  <td data-label="Attempts" class="attempts num">'
-        f"{escape(row.attempts)}/{escape(row.max_attempts)}</td>\n"
-        f'  <td data-label="Created" class="nowrap"><time datetime="{escape(row.created_iso)}">'
-        f"{escape(row.created)}</time></td>\n"
-        f'  <td data-label="Run time" class="num">{escape(row.run_time)}</td>\n'
+        f'  <td data-label="Attempts" class="attempts num">{row.attempts}/{row.max_attempts}</td>\n'
+        f'  <td data-label="Created" class="nowrap"><time datetime="{row.created_iso}">'
+        f"{row.created}</time></td>\n"
+        f'  <td data-label="Run time" class="num">{row.run_time}</td>\n'
         f'  <td data-label="Last error" class="error-cell">{escape(row.error)}</td>\n'
         "</tr>\n"
     )
