@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+import asyncpg
 from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 
 from app.db.models import BackgroundJob
 
 if TYPE_CHECKING:
-    import asyncpg
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 _JOBS = BackgroundJob.__table__
@@ -42,11 +42,17 @@ class JobRows:
     async def _driver(self) -> AsyncIterator[asyncpg.Connection[Any]]:
         async with self._engine().connect() as connection:
             raw = await connection.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None  # a connection of the pool has its driver's
             try:
-                yield raw.driver_connection
-            except BaseException:
+                yield driver
+            except BaseException as exc:
                 # The pool would hand a broken connection out again.
                 await connection.invalidate()
+                if isinstance(exc, asyncpg.InterfaceError) and driver.is_closed():
+                    # Closed under the read: the database went away (a 503, as through
+                    # SQLAlchemy), not a misuse of the driver.
+                    raise asyncpg.ConnectionDoesNotExistError(str(exc)) from exc
                 raise
 
     async def one(self, job_id: UUID) -> Mapping[str, Any] | None:
