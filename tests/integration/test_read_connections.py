@@ -49,7 +49,7 @@ async def test_reads_after_the_server_ended_the_pools_connections(
                 ),
                 {"reads": APP_READS},
             )
-        return left == 0
+        return bool(left == 0)
 
     await eventually(gone, what="the API's read connections ended")
     for _ in range(3):

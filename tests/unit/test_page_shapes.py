@@ -20,7 +20,7 @@ DAY = datetime(2026, 3, 1, tzinfo=UTC)
 
 def _sql(statement: Select[object]) -> str:
     return str(
-        statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+        statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})  # type: ignore[no-untyped-call]
     )
 
 
