@@ -10,6 +10,7 @@ The markup is the one `rows.html` wrote (tests/browser read it).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from urllib.parse import quote_plus, urlencode
 
@@ -21,6 +22,7 @@ _PICK = (
     '<td class="pick"><input type="checkbox" class="pick-row" value="{id}"'
     ' aria-label="select job {id}"></td>'
 )
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~-]*")  # the characters quote_plus keeps (ids, names)
 _MUTED = '<span class="muted">—</span>'
 
 
@@ -28,8 +30,8 @@ class _Links:
     """The page's links that change one filter, each escaped for an attribute once.
 
     `PageFilters.url(name=value)` keeps the other filters in their order, sets `name` where
-    it was (or last) and `limit` after them: the pairs around `name` are encoded once a
-    page, so a row's link is one `quote_plus` of its value.
+    it was (or last) and `limit` after them: the pairs around `name` are encoded and
+    escaped once a page, so a row's link is its value (quoted only when it must be).
     """
 
     def __init__(self, filters: PageFilters | None) -> None:
@@ -38,13 +40,17 @@ class _Links:
         self._made: dict[tuple[str, str], str] = {}
 
     def _pairs_around(self, name: str) -> tuple[str, str]:
+        """The escaped link up to `name=` and after its value."""
         assert self._filters is not None
         pairs = list(self._filters.given.items())
         at = next((k for k, (key, _) in enumerate(pairs) if key == name), len(pairs))
         after = pairs[at + 1 :]
         if self._filters.limit != DEFAULT_PAGE_SIZE:
             after.append(("limit", str(self._filters.limit)))
-        return urlencode(pairs[:at]), urlencode(after)
+        before = urlencode(pairs[:at])
+        head = f"/monitor?{before}{'&' if before else ''}{quote_plus(name)}="
+        tail = f"&{urlencode(after)}" if after else ""
+        return str(escape(head)), str(escape(tail))
 
     def __call__(self, name: str, value: str) -> str:
         link = self._made.get((name, value))
@@ -52,9 +58,9 @@ class _Links:
             around = self._around.get(name)
             if around is None:
                 around = self._around[name] = self._pairs_around(name)
-            parts = (around[0], f"{quote_plus(name)}={quote_plus(value)}", around[1])
-            url = "/monitor?" + "&".join(part for part in parts if part)
-            link = self._made[(name, value)] = str(escape(url))
+            # What quote_plus leaves as it is has nothing to escape for HTML either.
+            quoted = value if _UNQUOTED.fullmatch(value) else str(escape(quote_plus(value)))
+            link = self._made[(name, value)] = around[0] + quoted + around[1]
         return link
 
 
