@@ -30,6 +30,26 @@ TRIGGER = Request("POST", "/api/v1/tasks/trigger-test", BODY)
 BARE = Request("POST", BARE_PATH, BODY)
 READS = ("get", "list", "monitor")
 
+# Issue 19's targets (reported, never asserted) and the figures shown beside them.
+COST_TARGETS: list[tuple[str, str, float]] = [
+    ("cost.trigger_api_cpu_ratio", "<=", 1.25),
+    ("cost.get_api_cpu_ms_per_req", "<=", 0.6),
+    ("cost.list_api_cpu_ms_per_req", "<=", 2),
+    ("cost.monitor_api_cpu_ms_per_req", "<=", 5),
+    ("cost.open_loop.trigger_p99_ratio", "<=", 2),
+    ("cost.list_p95_ms", "<=", 50),
+    ("cost.monitor_p95_ms", "<=", 50),
+]
+COST_FIGURES = [
+    f"cost.{name}"
+    for name in (
+        "bare_64_api_cpu_ms_per_req", "trigger_api_cpu_ms_per_req", "bare_8_api_cpu_ms_per_req",
+        "get_api_cpu_ratio", "list_api_cpu_ratio", "monitor_api_cpu_ratio",
+        "list_postgres_cpu_ms_per_req", "monitor_postgres_cpu_ms_per_req",
+        "open_loop.rate", "open_loop.bare_p99_ms", "open_loop.trigger_p99_ms",
+    )
+]  # fmt: skip
+
 
 async def _closed(
     bench: Bench, api: Child, requests: list[Request], connections: int, seconds: float
