@@ -72,9 +72,10 @@ async def test_only_ended_rows_past_the_window_are_deleted(
     await insert_jobs(engine, *[(status, age) for status in JobStatus for age in (OLD, RECENT)])
     pruned = await retention(parts, settings, batch=2).prune_jobs(30)
     assert (pruned.deleted, pruned.complete) == (3, True)
-    # Queued and running rows stay however old; recent ended ones stay too.
+    # Waiting, queued and running rows stay however old; recent ended ones stay too.
     assert await statuses_left(engine) == sorted(
-        [("queued", 40), ("running", 40)] + [(status.value, 5) for status in JobStatus]
+        [("queued", 40), ("running", 40), ("waiting", 40)]
+        + [(status.value, 5) for status in JobStatus]
     )
 
 
