@@ -7,11 +7,10 @@
 Sizes and durations: BENCH_PAIRS, BENCH_DRAIN_JOBS, BENCH_CONCURRENCY (the drain's headline,
 default 10), BENCH_HIGH_CONCURRENCY (the drain's second pair, default 50; 0: none),
 BENCH_TRIGGER_SECONDS, BENCH_TRIGGER_CONNECTIONS, BENCH_E2E_RATE, BENCH_E2E_SECONDS,
-BENCH_QUERY_ROWS, BENCH_QUERY_SECONDS, BENCH_QUERY_CONNECTIONS; BENCH_LOADGEN=python forces
-the Python load generator; BENCH_ONLY=drain,trigger runs a subset (scenarios: drain, scale,
-trigger, e2e, query, redis_ceiling, chain, pause); BENCH_PROFILE=1 adds py-spy summaries;
-BENCH_OUT names the results file. PostgreSQL runs with its default durability and the settings
-it reports are written under `postgres_settings`.
+BENCH_QUERY_ROWS, BENCH_QUERY_SECONDS, BENCH_QUERY_CONNECTIONS (also `cost`'s);
+BENCH_LOADGEN=python forces the Python load generator; BENCH_ONLY=drain,trigger runs a subset
+(the SCENARIOS below); BENCH_PROFILE=1 adds py-spy summaries; BENCH_OUT names the results
+file. PostgreSQL runs with its default durability, read back into `postgres_settings`.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from typing import Any
 
 from bench.chain import run_chain
 from bench.common import ROOT, Bench, Config, as_json_ready, bench_context, describe_failure
+from bench.cost import COST_FIGURES, COST_TARGETS, run_cost
 from bench.drain import run_drain
 from bench.e2e import run_e2e
 from bench.pause import run_pause
@@ -46,6 +46,7 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "trigger": run_trigger,
     "e2e": run_e2e,
     "query": run_query,
+    "cost": run_cost,
     "redis_ceiling": run_redis_ceiling,
     "chain": run_chain,
     "pause": run_pause,
@@ -65,13 +66,12 @@ TARGETS: list[tuple[str, str, float]] = [
     ("query.monitor_p95_ms", "<=", 100),  # issue 12: the jobs page at 1M rows
     ("scale.ratio_2_to_1", ">=", 1.6),
     ("pause.ratio", ">=", 0.9),  # issue 20: a paused queue costs the others nothing measurable
+    *COST_TARGETS,  # issue 19
     ("rss_mb.worker", "<=", 120),
     ("chain.jobs_s", ">=", 500),  # issue 20: 1,000 jobs, each after the previous
 ]
 OTHER_FIGURES = [
-    "postgres_settings.fsync",
-    "postgres_settings.synchronous_commit",
-    "postgres_settings.full_page_writes",
+    *(f"postgres_settings.{k}" for k in ("fsync", "synchronous_commit", "full_page_writes")),
     "drain.plain_jobs_s",
     "drain.tracked_jobs_s",
     "drain.plain_worker_cpu_ms_per_job",
@@ -106,6 +106,7 @@ OTHER_FIGURES = [
     "query.monitor_p99_ms",
     "query.monitor_1_connection_p95_ms",
     "query.monitor_api_cpu_user_ms_per_req",
+    *COST_FIGURES,
     "rss_mb.api",
 ]
 

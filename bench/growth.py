@@ -32,7 +32,7 @@ from app.ops.partitions import Partitions
 from app.ops.retention import Retention
 from bench.__main__ import background_load, machine, revision
 from bench.common import ROOT, Bench, Config, as_json_ready, bench_context, median, rounded
-from bench.growth_data import DAYS, build
+from bench.growth_data import DAYS, QUEUES, build
 from bench.growth_reads import read_requests
 from bench.load import measured
 from bench.settings import postgres_settings
@@ -97,21 +97,23 @@ async def _timed(bench: Bench, step: Any, times: int) -> dict[str, float]:
 
 
 async def _maintenance(bench: Bench) -> dict[str, Any]:
-    """The reconciler's scan (every unfinished row, 500 a page) and one retention pass."""
+    """The reconcilers' scans (every unfinished row, each queue's, 500 a page) and one
+    retention pass."""
     settings = Settings.from_env({"DATABASE_URL": bench.database_url})
     engine = create_async_engine(settings.database_url, **settings.engine_options())
     sessions = autocommit_sessions(lambda: engine)
     try:
 
         async def reconciler_pass() -> None:
-            after = None
-            while True:
-                page = await BackgroundJobService(sessions()).unfinished(
-                    older_than=datetime.now(UTC), after=after, limit=500
-                )
-                if len(page) < 500:
-                    return
-                after = (page[-1].updated_at, page[-1].job_id)
+            for queue in QUEUES:  # each queue's reconciler reads its own rows
+                after = None
+                while True:
+                    page = await BackgroundJobService(sessions()).unfinished(
+                        queue=queue, older_than=datetime.now(UTC), after=after, limit=500
+                    )
+                    if len(page) < 500:
+                        break
+                    after = (page[-1].updated_at, page[-1].job_id)
 
         found: dict[str, Any] = {"reconciler_pass": await _timed(bench, reconciler_pass, 30)}
         partitions = Partitions(lambda: engine, width=timedelta(days=1), ahead=3)

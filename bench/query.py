@@ -92,7 +92,7 @@ async def generate_rows(bench: Bench, n: int) -> float:
     return float(visible)
 
 
-async def _uuids(bench: Bench, prefix: str, count: int) -> list[str]:
+async def uuids(bench: Bench, prefix: str, count: int) -> list[str]:
     """The ids the generator made from `prefix` and a number (`md5(prefix || k)::uuid`)."""
     rows = await bench.db.fetch(
         "SELECT md5($1 || k)::uuid AS id FROM generate_series(1, $2) AS k", prefix, count
@@ -164,8 +164,8 @@ async def run_query(bench: Bench) -> dict[str, Any]:
             "SELECT job_id FROM background_jobs ORDER BY md5(job_id::text) LIMIT 1000"
         )
     ]
-    user_ids = await _uuids(bench, "bench-user-", QUERIED_USERS)
-    project_ids = await _uuids(bench, "bench-project-", QUERIED_USERS // 4)
+    user_ids = await uuids(bench, "bench-user-", QUERIED_USERS)
+    project_ids = await uuids(bench, "bench-project-", QUERIED_USERS // 4)
     by_id = [Request("GET", f"/api/v1/jobs/{job_id}") for job_id in job_ids]
     api, port = await bench.start_api("api-query", factory="bench.app:create_bench_app")
     try:

@@ -168,7 +168,7 @@ class LocalPostgres:
                 "\n# project-local server: loopback only, no unix socket\n"
                 "listen_addresses = '127.0.0.1'\n"
                 "unix_socket_directories = ''\n"
-                "max_connections = 200\n"
+                "max_connections = 600\n"
             )
             if not self.durable:
                 conf.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")

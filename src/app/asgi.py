@@ -31,7 +31,7 @@ from app.auth.saq_web import SaqWebRoles
 from app.auth.session import SessionCookies, SessionStore
 from app.auth.throttle import FailureThrottle
 from app.config import Settings, SettingsError, sqlalchemy_config
-from app.db.connection import HeldConnection, autocommit_sessions
+from app.db.connection import HeldConnection, autocommit_sessions, create_engine
 from app.jobs.control.cli import QueuesCli
 from app.jobs.control.queues import QueuePausing
 from app.jobs.control.schedules import Schedules
@@ -52,6 +52,7 @@ from app.jobs.queue.gate import QueueGate
 from app.jobs.queue.pauses import SchedulePauses
 from app.jobs.queue.tracked import TrackedQueue
 from app.jobs.reads.event_hub import EventHub
+from app.jobs.reads.job_rows import JobRows
 from app.jobs.reads.workers import Workers
 from app.jobs.reconciler import Reconciler
 from app.jobs.record.events import EventPublisher, stream_key
@@ -107,6 +108,7 @@ class Parts:
 def build_parts(settings: Settings, registry: TaskRegistry) -> Parts:
     """The process's parts; nothing connects until it is used."""
     database = sqlalchemy_config(settings)
+    database.create_engine_callable = create_engine  # checked at checkout, no pre-ping
     engine = database.get_engine
     sessions = autocommit_sessions(engine)
     # Fail fast when Redis is unreachable instead of hanging a request or a worker.
@@ -244,7 +246,7 @@ def create_app(
             ),
         ],
         dependencies={
-            **jobs_dependencies(parts.enqueuer, parts.sessions),
+            **jobs_dependencies(parts.enqueuer, parts.sessions, JobRows(parts.database.get_engine)),
             **actions_dependencies(parts.sessions, parts.enqueuer),
             **redaction_dependencies(settings.redact_keys),
             **schedules_dependencies(schedules),

@@ -278,7 +278,7 @@ class Settings:
         return {
             "pool_size": self.db_pool_size,
             "max_overflow": self.db_pool_size,
-            "pool_pre_ping": True,
+            # No pool_pre_ping: app.db.connection.create_engine checks at checkout instead.
             # A failed statement's error names its SQL, never its values (a key's digest, a
             # job's arguments) in a log line or an answer.
             "hide_parameters": True,

@@ -99,9 +99,11 @@ async def test_dependents_run_only_after_their_parents_across_two_apis_and_two_w
     try:
 
         async def all_complete() -> dict[str, Any] | None:
+            # Redis first, then the rows: a release commits the row before it enqueues, so
+            # a job seen on the queue has a row no longer waiting when read after.
+            seen = [job.key for job in await parts.queue.jobs(sorted(every_job)) if job]
             rows = await _rows(engine)
-            waiting = [job_id for job_id, row in rows.items() if row.status == "waiting"]
-            on_queue = [job for job in await parts.queue.jobs(waiting) if job is not None]
+            on_queue = [job_id for job_id in seen if rows[job_id].status == "waiting"]
             assert not on_queue, f"waiting jobs already on the queue: {on_queue}"
             done = {job_id for job_id, row in rows.items() if row.status == "complete"}
             return rows if done >= every_job else None

@@ -68,8 +68,17 @@ async def test_sigterm_to_the_first_of_two_worker_processes_stops_both_and_reque
             str((await enqueuer.enqueue(chaos_sleep, {"seconds": JOB_SECONDS})).job_id)
             for _ in range(JOBS)
         ]
+
+        async def seen() -> str:
+            rows = await read_rows(engine, job_ids)
+            described = "\n".join(describe_row(row) for row in rows.values())
+            return f"{described}\n{first.tail()}"
+
         running = await eventually(
-            lambda: all_running(engine, job_ids), within=60, what=f"{JOBS} running jobs"
+            lambda: all_running(engine, job_ids),
+            within=60,
+            what=f"{JOBS} running jobs",
+            explain=seen,
         )
         assert len({row.worker_id for row in running.values()}) == 2, "both processes took jobs"
 

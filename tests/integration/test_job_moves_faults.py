@@ -27,6 +27,7 @@ from app.asgi import Parts, build_parts
 from app.config import Settings
 from app.jobs.lifecycle import JobStatus
 from app.jobs.outbox.enqueuer import Enqueuer
+from app.jobs.queue.gate import open_gate
 from app.jobs.queue.tracked import TrackedQueue
 from app.worker.settings import REGISTRY
 from app.worker.tasks import trigger_test
@@ -209,6 +210,9 @@ async def test_a_lost_take_reply_hands_out_the_jobs_it_took_and_takes_no_more(
 ) -> None:
     queue: TrackedQueue = await proxied()
     keys = await enqueue(make_enqueuer(REGISTRY, on=queue), 6)
+    # The gate open, as a worker's first take leaves it: the reply lost is a take's that moved
+    # jobs, not the one that found the gate unknown.
+    await open_gate(admin, queue.name)
     lost = proxy.lose_reply_to(queue.namespace("queued").encode())  # the next take
 
     taken = await asyncio.gather(*(queue.dequeue(timeout=1) for _ in range(3)))

@@ -228,7 +228,7 @@ async def test_the_recorders_batch_and_a_retry_read_only_their_partitions(
 async def test_the_reconcilers_scan_merges_each_partitions_index_in_order(
     engine: AsyncEngine,
 ) -> None:
-    statement = unfinished_statement(datetime.now(UTC), (datetime.now(UTC), uuid4()), 500)
+    statement = unfinished_statement("q", datetime.now(UTC), (datetime.now(UTC), uuid4()), 500)
     found = await explain(engine, statement, {})
     kinds = {node["Node Type"] for node in found}
     assert not {"Sort", "Incremental Sort", "Seq Scan", "Bitmap Heap Scan"} & kinds, kinds

@@ -36,11 +36,13 @@ def readme_section_snippets(title: str) -> list[str]:
 
 
 def test_the_section_has_the_three_steps_and_a_cron_task() -> None:
-    # Between the handler and the cron task: other examples (jobs that wait for others).
-    task, registration, handler, *_, cron_task, cron = readme_section_snippets("Add your own task")
+    task, registration, handler, after, cron_task, cron = readme_section_snippets(
+        "Add your own task"
+    )
     assert "@tracked_task(" in task
     assert registration.startswith("TASKS = (")
     assert "jobs_service.enqueue(" in handler
+    assert "after=[" in after
     assert "@tracked_task(" in cron_task
     assert cron.startswith("CRON = (CronJob(")
 
@@ -95,6 +97,34 @@ async def test_a_task_added_as_the_readme_says_is_tracked_to_complete(
     job = await queue.job(answer["job_id"])
     assert job is not None
     assert (job.timeout, job.retries) == (120, 3)
+
+
+async def test_the_readme_s_jobs_that_wait_run_after_their_parents(
+    session: AsyncSession,
+    make_enqueuer: Callable[..., Enqueuer],
+    start_worker: StartWorker,
+    wait_for_row: Callable[..., Awaitable[BackgroundJob]],
+) -> None:
+    """The `after=` snippet as written: the report starts only once both parents completed."""
+    after_snippet = readme_section_snippets("Add your own task")[3]
+    tasks = readme_tasks_module(
+        "@tracked_task()\nasync def extract(ctx, *, day):\n    await asyncio.sleep(0.2)\n",
+        "@tracked_task()\nasync def load(ctx, *, day):\n    await asyncio.sleep(0.1)\n",
+        "@tracked_task()\nasync def report(ctx, *, day):\n    return {'day': day}\n",
+    )
+    registry = TaskRegistry((tasks.extract, tasks.load, tasks.report))
+    await start_worker(registry)
+    jobs_service = BackgroundJobService(session, enqueuer=make_enqueuer(registry))
+    indented = "".join(f"    {line}\n" for line in after_snippet.splitlines())
+    namespace: dict[str, Any] = {"tasks": tasks, "jobs_service": jobs_service}
+    exec(f"async def run(day):\n{indented}    return extract, load, report\n", namespace)  # noqa: S102
+    extract, load, report = await namespace["run"]("2026-12-07")
+
+    ended = lambda r: r.status == "complete"  # noqa: E731
+    done = await wait_for_row(report.job_id, ended)
+    parents = [await wait_for_row(job.job_id, ended) for job in (extract, load)]
+    assert done.result == {"day": "2026-12-07"}
+    assert all(done.started_at >= parent.completed_at for parent in parents)
 
 
 async def test_a_cron_task_added_as_the_readme_says_has_a_complete_row_per_run(

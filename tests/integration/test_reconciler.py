@@ -88,6 +88,38 @@ async def test_a_job_flushed_out_of_redis_runs_again_from_its_row(
     assert await executions(queue) == {str(row.job_id): 1}
 
 
+async def test_a_queue_s_reconciler_leaves_another_queue_s_rows_to_their_own(
+    session: AsyncSession,
+    settings: Settings,
+    engine: AsyncEngine,
+    queue: TrackedQueue,
+    make_enqueuer: MakeEnqueuer,
+) -> None:
+    """Two queues share the table. Catches: a reconciler that reads every queue's rows (it
+    finds the other queue's jobs missing from its own queue and runs them there), and an
+    outbox that puts another queue's row on its own."""
+    other = build_parts(replace(settings, queue_name=f"{settings.queue_name}-other"), REGISTRY)
+    try:
+        await other.queue.connect()
+        row = await BackgroundJobService(session, enqueuer=other.enqueuer).enqueue(
+            trigger_test, {"message": "the other queue's"}
+        )
+        await queue.redis.flushdb()
+
+        ours = await reconciler(make_enqueuer(), engine).run_once(force=True)
+        assert (ours.checked, ours.requeued) == (0, 0)
+        # Nor does its outbox put another queue's row on this queue (a released child's).
+        assert await make_enqueuer().enqueue_recorded([row]) == [False]
+        assert await queue.job(str(row.job_id)) is None
+        theirs = await reconciler(other.enqueuer, engine).run_once(force=True)
+        assert theirs.requeued == 1
+        again = await other.queue.job(str(row.job_id))
+        assert again is not None
+        assert again.queue.name == other.queue.name
+    finally:
+        await other.close()
+
+
 async def test_a_running_row_whose_live_worker_has_not_listed_since_it_began_is_left_alone(
     session: AsyncSession, engine: AsyncEngine, queue: TrackedQueue, make_enqueuer: MakeEnqueuer
 ) -> None:

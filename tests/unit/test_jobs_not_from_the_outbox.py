@@ -240,7 +240,7 @@ LIVE: Fleet = {"live-worker": None}
 def foreign_row(status: str = "queued", *, cron: str | None = None) -> BackgroundJob:
     return BackgroundJob(
         job_id=uuid4(), job_key="report:2026-11", cron=cron, task_name="nightly_report",
-        queue="q", status=status, attempts=0, max_attempts=3, arguments={"month": 11},
+        queue="unit", status=status, attempts=0, max_attempts=3, arguments={"month": 11},
         worker_id=None, scheduled_at=datetime(2026, 12, 1, tzinfo=UTC),
     )  # fmt: skip
 

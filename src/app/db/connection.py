@@ -14,7 +14,9 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 if TYPE_CHECKING:
     from sqlalchemy import Executable, Row
@@ -81,6 +83,26 @@ class HeldConnection:
         if connection is not None:
             with contextlib.suppress(Exception):  # it is being thrown away
                 await connection.invalidate()  # never hand a broken connection to the pool
+
+
+def create_engine(url: str, **options: Any) -> AsyncEngine:
+    """The process's engine: a connection is checked when it leaves the pool, without a
+    round trip.
+
+    SQLAlchemy's `pool_pre_ping` costs every read three round trips (BEGIN, a ping,
+    ROLLBACK: a third of a `GET` one job's API CPU, docs/benchmarks.md). A server that
+    restarts or ends a backend closes its socket, which asyncpg notices on its own (as
+    `HeldConnection` relies on): such a connection is thrown away at checkout and the pool
+    hands over another.
+    """
+    engine = create_async_engine(url, **options)
+    event.listen(engine.sync_engine, "checkout", _refuse_closed)
+    return engine
+
+
+def _refuse_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("the server closed this connection")  # the pool tries another
 
 
 def autocommit_sessions(engine: Callable[[], AsyncEngine]) -> Callable[[], AsyncSession]:

@@ -207,7 +207,7 @@ class Reconciler:
         service = BackgroundJobService(self._sessions(), enqueuer=self._enqueuer)
         report.released = await service.repair_waiting(older_than)
         rows = await service.unfinished(
-            older_than=older_than, after=self._cursor, limit=self._batch
+            queue=self._queue.name, older_than=older_than, after=self._cursor, limit=self._batch
         )
         # Continue after this page next time; start over once the end is reached.
         self._cursor = (rows[-1].updated_at, rows[-1].job_id) if len(rows) == self._batch else None

@@ -23,6 +23,7 @@ from app.monitor.cron import MonitorCron
 from app.monitor.login import MonitorLogin, MonitorLoginController
 from app.monitor.pages import MonitorPages
 from app.monitor.queries import MonitorQueries
+from app.monitor.row_html import rows_html
 from app.monitor.security import MONITOR_PATH, BrowserRequestChecks, csrf_config
 from app.monitor.workers import MonitorWorkers
 
@@ -66,7 +67,9 @@ class Monitor(InitPluginProtocol):
             ]
         )
         app_config.template_config = TemplateConfig(
-            directory=HERE / "templates", engine=JinjaTemplateEngine
+            directory=HERE / "templates",
+            engine=JinjaTemplateEngine,
+            engine_callback=_template_globals,
         )
         app_config.middleware.append(
             BrowserRequestChecks(csrf_config(self.csrf_secret), self.cookies, self.saq_path)
@@ -80,3 +83,7 @@ class Monitor(InitPluginProtocol):
         )
         app_config.state["monitor_saq_path"] = self.saq_path
         return app_config
+
+
+def _template_globals(engine: JinjaTemplateEngine) -> None:
+    engine.engine.globals["job_rows_html"] = rows_html

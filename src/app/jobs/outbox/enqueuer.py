@@ -151,7 +151,12 @@ class Enqueuer:
 
     async def enqueue_recorded(self, rows: Sequence[RecordedRow]) -> list[bool]:
         """Put already recorded rows' jobs on the queue (again) in one round trip; for each
-        row, False if Redis could not take it now (the row stays `queued`)."""
+        row, False if Redis could not take it now (the row stays `queued`). Another queue's
+        row (a child released here) is left `queued` for that queue's reconciler."""
+        ours = [row for row in rows if row.queue == self.queue.name]
+        if len(ours) < len(rows):
+            taken = iter(await self.enqueue_recorded(ours) if ours else [])
+            return [next(taken) if row.queue == self.queue.name else False for row in rows]
         jobs = [self._job_of(row) for row in rows]
         try:
             return await self.queue.enqueue_many(jobs)

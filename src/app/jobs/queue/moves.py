@@ -17,7 +17,7 @@ overtakes an earlier one.
 A move whose reply was lost (the connection dropped) is sent again, so each must be safe to
 run twice. SET and PUBLISH are (a listener may hear the status twice, as after redis-py's own
 retry). The scripts carry a sequence number and keep the last one they applied in a guard
-hash of their own (`saq:<queue>:moves:<id>`, one per queue object, expiring
+hash of their own (`saq:<queue>:moves:<id>`, one per queue object and process, expiring
 `GUARD_TTL_MS` after its last move): a script sent again after it ran does nothing, so a
 finish cannot undo the next run of a cron job's key, nor a retry re-queue a job another
 worker took meanwhile. The take also records the ids it moved there: sent again, it returns
@@ -28,6 +28,7 @@ its reply is unknown becomes a give-back of whatever it took.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -190,17 +191,28 @@ class JobMoves:
         self.queued = queue.namespace("queued")
         self.active = queue.namespace("active")
         self.incomplete = queue.namespace("incomplete")
-        self.guard = queue.namespace(f"moves:{uuid4().hex}")
+        self._guard: tuple[int, str] | None = None  # (the process it belongs to, its key)
         self._seq = 0
         self._waiting: list[asyncio.Future[Any]] = []
         self._take_staged = False
         self._queued_wait: asyncio.Future[Any] | None = None
 
+    @property
+    def guard(self) -> str:
+        """This process's guard. `workers run --workers N` builds the queue before it forks
+        its processes: sharing one guard and counting from the same number, each would take
+        the other's takes for its own replays and run their jobs too."""
+        if self._guard is None or self._guard[0] != os.getpid():
+            self._guard = (os.getpid(), self._queue.namespace(f"moves:{uuid4().hex}"))
+            self._seq = 0
+        return self._guard[1]
+
     def call(self, script: Script, keys: list[Any], *args: Any) -> tuple[int, Command]:
         """`script`'s command and its number, taken as it is written: numbers rise in the
         order Redis runs the scripts, which is what lets the guard tell a replay."""
+        guard = self.guard
         self._seq += 1
-        return self._seq, script.call([*keys, self.guard], [self._seq, GUARD_TTL_MS, *args])
+        return self._seq, script.call([*keys, guard], [self._seq, GUARD_TTL_MS, *args])
 
     async def take(self) -> Job | object | None:
         """The next queued job, moved to the active list (`EMPTY` if there was none, `PAUSED`

@@ -59,15 +59,16 @@ def by_job_ids(job_ids: Iterable[UUID]) -> list[ColumnElement[bool]]:
 
 
 def unfinished_statement(
-    older_than: datetime, after: tuple[datetime, UUID] | None, limit: int
+    queue: str, older_than: datetime, after: tuple[datetime, UUID] | None, limit: int
 ) -> Select[BackgroundJob]:
-    """The reconciler's page: rows whose job is on the queue (or should be), unchanged since
+    """The reconciler's page: rows of `queue` whose job is on it (or should be), unchanged since
     `older_than`, after `after`, in the order of the partial index on `(updated_at, job_id)`
     of unfinished rows, which each partition has: its scans are merged in order, never
     sorted. Waiting rows are not on the queue (`dependencies.repair_waiting` settles them)."""
     c = BackgroundJob
     conditions: list[ColumnElement[bool]] = [
         c.status.in_(sorted(status.value for status in ON_QUEUE_STATUSES)),
+        c.queue == queue,
         c.updated_at < older_than,
     ]
     if after is not None:

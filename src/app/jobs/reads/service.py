@@ -25,11 +25,11 @@ from app.jobs.reads.queries import (
     by_job_ids,
     capped_total,
     count_statement,
-    page_statement,
     read_page,
     unfinished_statement,
 )
 from app.jobs.reads.search import JobSearch, Position
+from app.jobs.reads.shapes import PAGE_STATEMENTS
 from app.jobs.reads.stats import stats_statement, task_stats, window_start
 from app.jobs.record.dependencies import cancel_waiting, repair_waiting, settle_children
 from app.jobs.record.statements import write_transitions
@@ -131,15 +131,16 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
     ) -> ListedPage:
         """A page of the list, newest first (`created_at DESC, id DESC`), after `after`.
 
-        One statement, whose planner may not sort (`app.config.PLANNER_SETTINGS`): each
+        One statement (built once per shape of search: `app.jobs.reads.shapes`), whose
+        planner may not sort (`app.config.PLANNER_SETTINGS`): each
         page comes from an index scan in the list's order, with its capped count, as plain
         column values rather than ORM objects (docs/benchmarks.md).
         """
         if search.matches_nothing:
             return ListedPage([], None, 0, True)
-        statement = page_statement(search, after=after, limit=limit, offset=offset)
+        statement, values = PAGE_STATEMENTS.page(search, after=after, limit=limit, offset=offset)
         async with self._unit_of_work() as session:
-            found = list((await session.execute(statement)).mappings())
+            found = list((await session.execute(statement, values)).mappings())
             total: tuple[int | None, bool] = (None, False)
             if not search.scans_text:
                 # Past the end there is no row to carry the count.
@@ -160,16 +161,22 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
         return since, task_stats(rows)
 
     async def unfinished(
-        self, *, older_than: datetime, after: tuple[datetime, UUID] | None, limit: int
+        self,
+        *,
+        queue: str,
+        older_than: datetime,
+        after: tuple[datetime, UUID] | None,
+        limit: int,
     ) -> Sequence[BackgroundJob]:
-        """Rows still unfinished (but not waiting: not on the queue yet), unchanged since
-        `older_than`, oldest change first.
+        """Rows of `queue` still unfinished (but not waiting: not on the queue yet), unchanged
+        since `older_than`, oldest change first. Another queue's rows are its own reconciler's:
+        this one would find their jobs missing from its queue and enqueue them on it.
 
         `after` is where the previous page ended, so long waits never hide the rows behind them.
         """
         async with self._unit_of_work() as session:
             return list(
-                (await session.scalars(unfinished_statement(older_than, after, limit))).all()
+                (await session.scalars(unfinished_statement(queue, older_than, after, limit))).all()
             )
 
     # -- repairs -----------------------------------------------------------------------------

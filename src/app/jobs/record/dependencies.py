@@ -56,7 +56,7 @@ def ended_entry(attempts: str, at: str, reason: str, parent_id: str) -> str:
 
 # What the outbox needs to put a released row's job on the queue.
 _RELEASED = """c.job_id, c.task_name, c.arguments, c.attempts, c.max_attempts, c.manual_retries,
-    c.has_dependents"""
+    c.has_dependents, c.queue"""
 
 # Parents that completed: each child's count goes down by the number among them it waits
 # for; at zero it is released. An UPDATE of the child's row: concurrent parents' releases
@@ -192,6 +192,7 @@ class ReleasedJob:
     max_attempts: int
     manual_retries: int
     has_dependents: bool
+    queue: str
 
 
 def _released(rows: Sequence[Any]) -> list[ReleasedJob]:

@@ -43,6 +43,7 @@ from app.jobs.http.shared.schemas import (
 from app.jobs.lifecycle import JobStatus
 from app.jobs.outbox.after import DependencyError
 from app.jobs.outbox.enqueuer import Enqueuer, IdempotencyConflictError
+from app.jobs.reads.job_rows import JobRows
 from app.jobs.reads.service import BackgroundJobService, JobAlreadyFinishedError
 from app.worker import tasks
 
@@ -178,15 +179,18 @@ class JobController(Controller):
     async def get_job(
         self,
         job_id: JobIdPath,
-        jobs_service: NamedDependency[BackgroundJobService],
+        job_rows: NamedDependency[JobRows],
         principal: NamedDependency[Principal],
         redactor: NamedDependency[Redactor],
     ) -> JobRead:
         """What happened to one job: its status, timestamps, attempts, result and error
         (for a viewer, sensitive argument and result values masked)."""
-        row = await _find_job(jobs_service, _parse_job_id(job_id))
-        hide_other_project(principal, row.project_id, row.job_id)
-        return redactor.job(JobRead.from_row(row), principal)
+        wanted = _parse_job_id(job_id)
+        row = await job_rows.one(wanted)
+        if row is None:
+            raise NotFoundException(detail=f"no job with job_id {wanted}")
+        hide_other_project(principal, row["project_id"], wanted)
+        return redactor.job(JobRead.from_columns(row), principal)
 
     @post(
         "/{job_id:str}/cancel",

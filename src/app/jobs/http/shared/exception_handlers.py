@@ -122,5 +122,6 @@ def exception_handlers() -> ExceptionHandlersMap:
         # failed statement (even a missing column) with "409 None".
         RepositoryError: unavailable_handler,
         asyncpg.PostgresError: unavailable_handler,
+        asyncpg.InterfaceError: unavailable_handler,  # a read through the driver (JobRows)
         OSError: unavailable_handler,
     }

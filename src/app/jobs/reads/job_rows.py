@@ -1,0 +1,62 @@
+"""`JobRows`: the hottest reads of `background_jobs`, straight through the driver.
+
+`GET /api/v1/jobs/{job_id}` is one indexed row. Through the ORM (a session, the repository,
+an ORM object) the row cost the API four times what the HTTP around it did
+(docs/benchmarks.md). Here it is one prepared statement on a pooled connection: asyncpg
+prepares it once per connection, and the row comes back as plain column values (JSON columns
+decoded by the codecs the engine installs on each connection), as the list's page does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import asyncpg
+from sqlalchemy import bindparam, select
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
+
+from app.db.models import BackgroundJob
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+_JOBS = BackgroundJob.__table__
+# Compiled once, for asyncpg's placeholders ($1): the statement never changes.
+ONE_JOB = str(
+    select(_JOBS)
+    .where(_JOBS.c.job_id == bindparam("job_id"))
+    .compile(dialect=asyncpg_dialect.dialect())  # type: ignore[no-untyped-call]
+)
+
+
+class JobRows:
+    """Reads on connections of the process's pool, each given back when the read returns."""
+
+    def __init__(self, engine: Callable[[], AsyncEngine]) -> None:
+        self._engine = engine  # resolved on first use: nothing connects at start-up
+
+    @contextlib.asynccontextmanager
+    async def _driver(self) -> AsyncIterator[asyncpg.Connection[Any]]:
+        async with self._engine().connect() as connection:
+            raw = await connection.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None  # a connection of the pool has its driver's
+            try:
+                yield driver
+            except BaseException as exc:
+                # The pool would hand a broken connection out again.
+                await connection.invalidate()
+                if isinstance(exc, asyncpg.InterfaceError) and driver.is_closed():
+                    # Closed under the read: the database went away (a 503, as through
+                    # SQLAlchemy), not a misuse of the driver.
+                    raise asyncpg.ConnectionDoesNotExistError(str(exc)) from exc
+                raise
+
+    async def one(self, job_id: UUID) -> Mapping[str, Any] | None:
+        """The row of `job_id`, as column values; None: no such job."""
+        async with self._driver() as driver:
+            row: Mapping[str, Any] | None = await driver.fetchrow(ONE_JOB, job_id)
+            return row
