@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.db.models import BackgroundJob
 from app.jobs.ids import EARLIEST, LATEST, created_at_of, created_between, new_job_id
 from app.jobs.outbox import enqueuer as outbox
+from app.jobs.reads.job_rows import ONE_JOB, ONE_OLD_JOB, JobRows
 from app.jobs.reads.queries import by_job_ids, unfinished_statement
 from app.jobs.record.retry import RETRY_ENDED, retry_parameters
 from app.jobs.record.statements import GUARDED_UPDATE
@@ -178,6 +179,54 @@ async def test_get_one_job_reads_one_partition_and_an_old_id_every_one(engine: A
     assert len(partitions_read(one)) == 1
     old = await explain(engine, select(BackgroundJob).where(*by_job_ids([uuid4()])), {})
     assert len(partitions_read(old)) == partitions > 30
+
+
+async def prepared_plan(engine: AsyncEngine, statement: str, *arguments: str, mode: str) -> Any:
+    """The plan of `statement` (asyncpg's `$n` placeholders) prepared and executed as the
+    driver runs it, on a custom plan or on the generic one a prepared statement comes to."""
+    async with engine.connect() as connection:
+        raw = (await connection.get_raw_connection()).driver_connection
+        await raw.execute(f"SET plan_cache_mode = {mode}")
+        await raw.execute(f"PREPARE one AS {statement}")
+        listed = ", ".join(f"'{argument}'" for argument in arguments)
+        found = await raw.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE one({listed})")
+        await raw.execute("DEALLOCATE one")
+        await connection.rollback()
+    return list(nodes((found if isinstance(found, list) else json.loads(found))[0]["Plan"]))
+
+
+async def test_get_one_job_through_the_driver_reads_its_partitions_index_only(
+    engine: AsyncEngine,
+) -> None:
+    """`GET /api/v1/jobs/{id}` (app/jobs/reads/job_rows.py) finds a row in an older partition
+    and one whose id spells no time, and reads one partition's index for an id that spells it,
+    whichever plan the prepared statement runs."""
+    two_days_ago = datetime.now(UTC) - timedelta(days=2)
+    spelled, unspelled = new_job_id(two_days_ago), uuid4()
+    async with engine.begin() as connection:
+        await connection.execute(
+            insert(BackgroundJob),
+            [
+                {"job_id": job_id, "task_name": "t", "queue": "q", "status": "queued",
+                 "created_at": two_days_ago, "updated_at": two_days_ago}
+                for job_id in (spelled, unspelled)
+            ],
+        )  # fmt: skip
+    rows = JobRows(lambda: engine)
+    for job_id in (spelled, unspelled):
+        found = await rows.one(job_id)
+        assert found is not None
+        assert found["job_id"] == job_id
+    assert await rows.one(new_job_id(two_days_ago)) is None
+    at = created_at_of(spelled)
+    assert at is not None
+    for mode in ("force_custom_plan", "force_generic_plan"):
+        one = await prepared_plan(engine, ONE_JOB, str(spelled), at.isoformat(), mode=mode)
+        assert len(partitions_read(one)) == 1, (mode, partitions_read(one))
+        assert {n["Node Type"] for n in one if "Relation Name" in n} == {"Index Scan"}, one
+    every = await prepared_plan(engine, ONE_OLD_JOB, str(unspelled), mode="force_generic_plan")
+    assert len(partitions_read(every)) > 30
+    assert "Seq Scan" not in {n["Node Type"] for n in every}
 
 
 async def test_the_recorders_batch_and_a_retry_read_only_their_partitions(

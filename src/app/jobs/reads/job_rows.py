@@ -5,6 +5,11 @@ an ORM object) the row cost the API four times what the HTTP around it did
 (docs/benchmarks.md). Here it is one prepared statement on a pooled connection: asyncpg
 prepares it once per connection, and the row comes back as plain column values (JSON columns
 decoded by the codecs the engine installs on each connection), as the list's page does.
+
+`background_jobs` is partitioned by `created_at` and a job id spells its row's (app/jobs/ids.py):
+the statement names both, so PostgreSQL reads one partition's index, on a custom plan and on
+the generic one a prepared statement comes to (pruned when it starts). An id that spells no
+time (a row from before the partitioning) is looked up by itself, in every partition.
 """
 
 from __future__ import annotations
@@ -19,16 +24,21 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 
 from app.db.models import BackgroundJob
+from app.jobs.ids import created_at_of
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 _JOBS = BackgroundJob.__table__
-# Compiled once, for asyncpg's placeholders ($1): the statement never changes.
+_ASYNCPG = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
+# Compiled once, for asyncpg's placeholders ($1, $2): the statements never change.
 ONE_JOB = str(
     select(_JOBS)
-    .where(_JOBS.c.job_id == bindparam("job_id"))
-    .compile(dialect=asyncpg_dialect.dialect())  # type: ignore[no-untyped-call]
+    .where(_JOBS.c.job_id == bindparam("job_id"), _JOBS.c.created_at == bindparam("created_at"))
+    .compile(dialect=_ASYNCPG)
+)
+ONE_OLD_JOB = str(
+    select(_JOBS).where(_JOBS.c.job_id == bindparam("job_id")).compile(dialect=_ASYNCPG)
 )
 
 
@@ -57,6 +67,11 @@ class JobRows:
 
     async def one(self, job_id: UUID) -> Mapping[str, Any] | None:
         """The row of `job_id`, as column values; None: no such job."""
+        created_at = created_at_of(job_id)
         async with self._driver() as driver:
-            row: Mapping[str, Any] | None = await driver.fetchrow(ONE_JOB, job_id)
+            row: Mapping[str, Any] | None = (
+                await driver.fetchrow(ONE_OLD_JOB, job_id)
+                if created_at is None
+                else await driver.fetchrow(ONE_JOB, job_id, created_at)
+            )
             return row
