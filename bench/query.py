@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from bench.common import Bench, Child, median, rounded
+from bench.job_ids import job_id_sql
 from bench.load import CPU_KEYS, HttpConnection, LoadResult, Request, measured
 from bench.profile import Profiler
 
@@ -33,11 +34,11 @@ USERS = 1000
 QUERIED_USERS = 20  # the list requests cycle over these users
 TASKS = ("trigger_test", "send_report", "import_csv")
 
-_GENERATE = """
+_GENERATE = f"""
 INSERT INTO background_jobs
     (id, job_id, task_name, queue, status, arguments, result, error, attempts, max_attempts,
      user_id, project_id, worker_id, started_at, completed_at, created_at, updated_at)
-SELECT gen_random_uuid(), gen_random_uuid(),
+SELECT gen_random_uuid(), {job_id_sql("c.created", "g")},
        (ARRAY['trigger_test', 'send_report', 'import_csv'])[1 + g % 3], 'background-jobs',
        s.status,
        jsonb_build_object('message', 'job ' || g, 'sleep_seconds', 0.1, 'order_id', g % 50000),
@@ -63,6 +64,12 @@ CROSS JOIN LATERAL (
         ELSE 'aborted'
     END AS status
 ) AS s
+"""  # noqa: S608 - constants only
+# The table is partitioned (by created_at): its pages are its partitions'.
+_ALL_VISIBLE = """
+SELECT sum(c.relallvisible)::float8 / greatest(sum(c.relpages), 1)
+FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'background_jobs'::regclass
 """
 
 
@@ -80,10 +87,7 @@ async def generate_rows(bench: Bench, n: int) -> float:
         await connection.execute(_GENERATE, n, USERS)
         for _ in range(30):
             await connection.execute("VACUUM ANALYZE background_jobs")
-            visible = await connection.fetchval(
-                "SELECT relallvisible::float8 / greatest(relpages, 1) FROM pg_class"
-                " WHERE relname = 'background_jobs'"
-            )
+            visible = await connection.fetchval(_ALL_VISIBLE)
             if visible >= 0.99:
                 break
             await asyncio.sleep(1)
