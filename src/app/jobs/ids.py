@@ -37,6 +37,14 @@ def new_job_id(at: datetime) -> UUID:
     return UUID(int=value)
 
 
+def first_id_at(at: datetime) -> UUID:
+    """The least job id a row created at `at` or later can have (UUIDs compare as their
+    bytes, and an id's leading bits are its millisecond): with the id of a later moment, a
+    range of ids that holds the rows created between them."""
+    millis = max((at - EPOCH) // timedelta(milliseconds=1), 0)
+    return UUID(int=millis << 80)
+
+
 def created_at_of(job_id: UUID) -> datetime | None:
     """The `created_at` a job id spells; None for an id that is not ours (not a UUIDv7, or
     its sub-millisecond field out of range)."""

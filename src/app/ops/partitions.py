@@ -31,8 +31,8 @@ from sqlalchemy import text
 
 from app.db.models import BackgroundJob
 from app.jobs.lifecycle import TERMINAL_STATUSES, UNFINISHED_STATUSES, status_in
+from app.ops.dropped_rows import forget_dropped
 from app.ops.partition_ranges import (
-    FIRST,
     TABLE,
     Partition,
     boundary_at_or_before,
@@ -47,7 +47,6 @@ log = structlog.get_logger(__name__)
 
 DETACHED = "_detached"  # a partition detached to be dropped (a pass that died leaves it)
 MAX_KEPT = 10_000  # rows a partition may keep and still be dropped (the rest put back)
-KEY_BATCH = 10_000  # Idempotency-Keys deleted per statement
 LOCK_TIMEOUT = "2s"  # the swap's wait for the table lock (writers queue behind it)
 DETACH_TIMEOUT = "60s"  # a concurrent detach's wait for older transactions to end
 
@@ -74,19 +73,6 @@ _LEFT_BEHIND = text(
 )
 _LOCK = text(f"SELECT pg_advisory_lock(hashtext('{TABLE} partitions'))")
 _UNLOCK = text(f"SELECT pg_advisory_unlock(hashtext('{TABLE} partitions'))")
-_FORGET_KEYS = text(
-    f"""
-    WITH doomed AS MATERIALIZED (
-        SELECT k.idempotency_key FROM job_idempotency_keys AS k
-        WHERE k.created_at >= :start AND k.created_at < :end
-          AND NOT EXISTS (SELECT 1 FROM {TABLE} AS b
-                          WHERE b.job_id = k.job_id AND b.created_at = k.created_at)
-        LIMIT :batch
-    )
-    DELETE FROM job_idempotency_keys AS k USING doomed
-    WHERE k.idempotency_key = doomed.idempotency_key
-    """  # noqa: S608 - constants only
-)
 
 
 @dataclass
@@ -168,7 +154,7 @@ class Partitions:
                 continue
             dropped.rows += rows
             dropped.partitions.append(partition.name)
-            await self._forget_keys(partition)
+            await forget_dropped(self._engine, partition)
         return dropped
 
     async def _drop(self, partition: Partition, cutoff: datetime) -> int | None:
@@ -240,15 +226,6 @@ class Partitions:
                 {"cutoff": cutoff},
             )
         return int(found or 0)
-
-    async def _forget_keys(self, partition: Partition) -> None:
-        """The dropped rows' Idempotency-Keys, in batches (the rows put back keep theirs)."""
-        bounds = {"start": partition.start or FIRST, "end": partition.end, "batch": KEY_BATCH}
-        while True:
-            async with self._engine().begin() as connection:
-                deleted = (await connection.execute(_FORGET_KEYS, bounds)).rowcount
-            if deleted < KEY_BATCH:
-                return
 
     async def _create(self, connection: AsyncConnection, partition: Partition) -> None:
         """A new, empty partition: attached (a lock of the table that lets reads and writes

@@ -5,8 +5,8 @@ dropped once its whole range of `created_at` is older than the window, and the r
 must stay go back into the table first: an unfinished (`waiting`, `queued` or `running`)
 row, however old, and an ended row changed within the window. No row-by-row DELETE, so a
 pass costs what the partitions' count and drop cost, whatever the rate that filled them
-(docs/scaling.md). The Idempotency-Keys of the dropped rows go with them. The audit log is
-deleted in batches.
+(docs/scaling.md). The Idempotency-Keys and `after=` links of the dropped rows go with
+them (app/ops/dropped_rows.py). The audit log is deleted in batches.
 
 The worker runs a pass at start-up and every `interval` seconds, one worker at a time
 (a Redis lock, as the reconciler's), and each pass first makes the partitions ahead of time
