@@ -92,6 +92,11 @@ async def test_an_unknown_job_id_is_404_and_a_malformed_one_400(
     malformed = await client.get("/api/v1/jobs/not-a-uuid")
     assert malformed.status_code == 400
     assert "job_id must be a UUID" in malformed.json()["detail"]
+    # A UUIDv7 whose time is past year 9999 (any id may come in a path): no such job.
+    far = "ffffffff-ffff-73e7-bfff-ffffffffffff"
+    for path in (f"/api/v1/jobs/{far}", f"/monitor/jobs/{far}", f"/api/v1/jobs/{far}/cancel"):
+        answer = await (client.post(path) if path.endswith("cancel") else client.get(path))
+        assert answer.status_code == 404, (path, answer.text)
 
 
 async def test_jobs_can_be_listed_newest_first_and_filtered(client: AsyncTestClient[Any]) -> None:

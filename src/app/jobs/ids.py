@@ -46,15 +46,19 @@ def first_id_at(at: datetime) -> UUID:
 
 
 def created_at_of(job_id: UUID) -> datetime | None:
-    """The `created_at` a job id spells; None for an id that is not ours (not a UUIDv7, or
-    its sub-millisecond field out of range)."""
+    """The `created_at` a job id spells; None for an id that is not ours (not a UUIDv7, its
+    sub-millisecond field out of range, or a time past year 9999: no row has one, and a
+    lookup of it reads every partition and finds nothing)."""
     value = job_id.int
     if (value >> 76) & 0xF != _VERSION_7:
         return None
     within = (value >> 64) & 0xFFF
     if within >= 1000:
         return None
-    return EPOCH + timedelta(milliseconds=value >> 80, microseconds=within)
+    try:
+        return EPOCH + timedelta(milliseconds=value >> 80, microseconds=within)
+    except OverflowError:  # any UUID may come in a request's path or body
+        return None
 
 
 def created_between(job_ids: Iterable[UUID]) -> tuple[datetime, datetime]:
