@@ -159,7 +159,9 @@ class PruneRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 class PruneResult(msgspec.Struct):
     deleted: int  # rows of background_jobs deleted (with their partitions)
-    older_than_days: int | float  # a fraction only from JOB_RETENTION_DAYS
+    # A number (an int unless JOB_RETENTION_DAYS has a fraction): "int | float" would be a
+    # oneOf that a whole number matches twice, which no answer satisfies.
+    older_than_days: float
     cutoff: datetime  # partitions of jobs created before this were dropped
     complete: bool  # false: partitions past the window are left for the next call
     partitions: list[str] = msgspec.field(default_factory=list)  # dropped
