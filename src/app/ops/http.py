@@ -197,7 +197,7 @@ class OpsController(Controller):
         data: JSONBody[PruneRequest | None] = None,
     ) -> PruneResult:
         """Drop the partitions of jobs created more than `older_than_days` ago (default:
-        JOB_RETENTION_DAYS), oldest first; their queued and running jobs, and those changed
+        JOB_RETENTION_DAYS), oldest first; their unfinished jobs, and those changed
         since, stay. One audit row (`prune`)."""
         asked_days = data.older_than_days if data is not None else None
         days: int | float = int(asked_days) if asked_days is not None else retention.job_days
