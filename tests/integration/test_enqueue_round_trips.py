@@ -45,7 +45,8 @@ async def test_an_enqueue_after_redis_lost_its_scripts_loads_them_and_enqueues_e
     records = [await enqueuer.enqueue(trigger_test, dict(ARGUMENTS)) for _ in range(3)]
     for record in records:
         job = await queue.job(str(record.job_id))
-        assert job is not None and job.status == "queued"
+        assert job is not None
+        assert job.status == "queued"
     queued = await queue.redis.lrange(queue.namespace("queued"), 0, -1)
     ids = [job_id.decode() for job_id in queued]
     assert len(ids) == len(set(ids)), "each job on the queue once"
