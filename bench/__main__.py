@@ -54,8 +54,8 @@ SCENARIOS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
 
 # (figure, how it is compared, target): reported against, never asserted (issue 13's).
 TARGETS: list[tuple[str, str, float]] = [
-    ("drain.ratio", ">=", 1.0),
-    ("drain.c50.ratio", ">=", 1.0),
+    ("drain.ratio", ">=", 1.5),  # issue 17: at concurrency 10 and 50, durable PostgreSQL
+    ("drain.c50.ratio", ">=", 1.5),
     ("drain.worker_cpu_ratio", "<=", 1.0),
     ("drain.c50.worker_cpu_ratio", "<=", 1.0),
     ("trigger.ratio", ">=", 0.60),

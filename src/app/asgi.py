@@ -94,13 +94,18 @@ class Parts:
     async def close_clients(self) -> None:
         """Close the Redis client and the engine (a CLI command's, which connected nothing else)."""
         await self.queue.redis.aclose()
-        if self.database.engine_instance is not None:
-            await self.database.engine_instance.dispose()
+        await self.close_engine()
 
     async def close(self) -> None:
         """Flush and close what the parts opened (the app's own shutdown does it in the API)."""
         await self.queue.disconnect()
         await self.enqueuer.close()
+        await self.close_engine()
+
+    async def close_engine(self) -> None:
+        """Close the pool's connections. The API's shutdown calls it too: advanced-alchemy's
+        disposes the engine only under its first state key, which a second app in one
+        process (a test's) no longer has."""
         if self.database.engine_instance is not None:
             await self.database.engine_instance.dispose()
 
@@ -273,7 +278,7 @@ def create_app(
         ],
         response_headers=SECURITY_HEADERS,
         request_max_body_size=settings.max_request_body,
-        on_shutdown=[parts.enqueuer.close, events.close],
+        on_shutdown=[parts.enqueuer.close, events.close, parts.close_engine],  # in this order
     )
     if settings.open_mode:
         app.on_startup.append(describe_open_mode)

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
 from typing import Any
 
 from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.config import Settings
+from app.db.connection import create_engine
 from tests.support import eventually
 
 TRIGGER = "/api/v1/tasks/trigger-test"
@@ -57,3 +61,37 @@ async def test_reads_after_the_server_ended_the_pools_connections(
         assert got.status_code == 200, got.text
         listed = await client.get("/api/v1/jobs", params={"limit": 1})
         assert listed.status_code == 200, listed.text
+
+
+def _psql(database_url: str, sql: str) -> str:
+    done = subprocess.run(
+        ["psql", database_url, "-Atc", sql], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+async def test_a_connection_ended_before_the_loop_read_its_end_is_not_handed_out(
+    settings: Settings, database_url: str
+) -> None:
+    """The server ends an idle pooled connection and the event loop has not read its goodbye
+    yet (asyncpg then neither says it is closed nor can run a query on it); the next checkout
+    hands out a live connection.
+
+    Catches: a check at checkout that trusts asyncpg's `is_closed()` alone (the read answered
+    500, `another operation is in progress`: seen in a whole-suite run).
+    """
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            pid = await connection.scalar(text("SELECT pg_backend_pid()"))
+        # No await from here to the checkout: the loop cannot read what the server sent.
+        _psql(database_url, f"SELECT pg_terminate_backend({pid})")
+        gone = f"SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = {int(pid)}"  # noqa: S608
+        for _ in range(200):  # the bound only stops a broken test
+            if _psql(database_url, gone) == "t":
+                break
+            time.sleep(0.05)  # noqa: ASYNC251 - holding the loop is the point
+        async with engine.connect() as connection:
+            assert await connection.scalar(text("SELECT pg_backend_pid()")) != pid
+    finally:
+        await engine.dispose()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -66,7 +67,9 @@ class HeldConnection:
     async def _open(self) -> AsyncConnection:
         # A server restart closes the socket, which asyncpg notices without a round trip:
         # checking that is the pre-ping of a held connection.
-        if self._connection is not None and self._driver.is_closed():
+        if self._connection is not None and (
+            self._driver.is_closed() or _ended_unread(self._driver)
+        ):
             await self._discard()
         if self._connection is None:
             connection = await self._engine().connect()
@@ -101,8 +104,31 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
 
 
 def _refuse_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-    if dbapi_connection.driver_connection.is_closed():
+    driver = dbapi_connection.driver_connection
+    if driver.is_closed() or _ended_unread(driver):
         raise DisconnectionError("the server closed this connection")  # the pool tries another
+
+
+def _ended_unread(driver: Any) -> bool:
+    """Whether the server ended this idle connection and asyncpg has not read all of it yet.
+
+    The server's goodbye (a FATAL message, then the end of the stream) is read by the event
+    loop one piece at a time; in between, asyncpg neither calls the connection closed nor
+    can use it (`another operation is in progress`: a 500). An idle connection is sent
+    nothing else, so anything waiting on its socket means it is ended. One non-blocking peek,
+    no round trip."""
+    transport = getattr(driver, "_transport", None)  # asyncpg keeps no public handle on it
+    wrapped = transport.get_extra_info("socket") if transport is not None else None
+    if wrapped is None:
+        return False
+    with wrapped.dup() as sock:  # asyncio hides the socket's recv; a copy shares its queue
+        try:
+            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False  # nothing waiting: alive
+        except OSError:
+            return True
+    return True
 
 
 def autocommit_sessions(engine: Callable[[], AsyncEngine]) -> Callable[[], AsyncSession]:

@@ -154,18 +154,16 @@ class Enqueuer:
         row, False if Redis could not take it now (the row stays `queued`). Another queue's
         row (a child released here) is left `queued` for that queue's reconciler."""
         ours = [row for row in rows if row.queue == self.queue.name]
-        if len(ours) < len(rows):
-            taken = iter(await self.enqueue_recorded(ours) if ours else [])
-            return [next(taken) if row.queue == self.queue.name else False for row in rows]
-        jobs = [self._job_of(row) for row in rows]
         try:
-            return await self.queue.enqueue_many(jobs)
+            accepted = await self.queue.enqueue_many([self._job_of(row) for row in ours])
         except Exception as exc:
-            for row in rows:
+            for row in ours:
                 log.warning(
                     "job recorded, queue unavailable", job_id=str(row.job_id), error=str(exc)
                 )
-            return [False] * len(rows)
+            accepted = [False] * len(ours)
+        taken = iter(accepted)
+        return [next(taken) if row.queue == self.queue.name else False for row in rows]
 
     def _job_of(self, row: RecordedRow) -> SaqJob:
         # A Job object, not enqueue(**kwargs): SAQ would take kwargs named like Job fields

@@ -8,7 +8,14 @@ applied already (the move is sent again after a lost reply): it does nothing the
 
 from __future__ import annotations
 
-from app.jobs.pipeline import Script
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import NoScriptError
+
+from app.jobs.pipeline import Command, Script
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 # SAQ's own script (queue/redis.py): under a lock, every job id on the active list with its data.
 TAKE_ACTIVE_JOBS = """
@@ -22,7 +29,8 @@ end
 return id_jobs
 """
 # SAQ's enqueue script (queue/redis.py `_enqueue`): a job whose key is unfinished is refused.
-ENQUEUE = """
+ENQUEUE = Script(
+    """
 if not redis.call('ZSCORE', KEYS[1], KEYS[2]) and redis.call('EXISTS', KEYS[4]) == 0 then
     redis.call('SET', KEYS[2], ARGV[1])
     redis.call('ZADD', KEYS[1], ARGV[2], KEYS[2])
@@ -32,6 +40,7 @@ else
     return nil
 end
 """
+)
 GUARD_TTL_MS = 3_600_000  # how long a guard outlives its queue's last move: replays end sooner
 # Every script below starts so. KEYS[#KEYS]: the guard. ARGV: the move's number, the guard's ttl.
 _ONCE = """
@@ -144,3 +153,28 @@ redis.call('PUBLISH', KEYS[4], ARGV[6])
 return 1
 """
 )
+
+
+async def run_by_sha(redis: Redis, script: Script, calls: list[Command]) -> list[Any]:
+    """`script`'s `calls` in one pipeline, by SHA: redis-py's registered scripts first ask
+    Redis whether they exist, a second round trip every time. Only the calls Redis refused
+    for a missing script (a restart, a SCRIPT FLUSH) are sent again once it is loaded: each
+    of the others ran exactly once."""
+    replies: list[Any] = [None] * len(calls)
+    todo = list(range(len(calls)))
+    for attempt in range(2):
+        async with redis.pipeline(transaction=False) as pipe:
+            for i in todo:
+                pipe.execute_command(*calls[i])
+            answers = await pipe.execute(raise_on_error=False)
+        for i, answer in zip(todo, answers, strict=True):
+            replies[i] = answer
+        todo = [i for i in todo if isinstance(replies[i], NoScriptError)]
+        if not todo:
+            break
+        if attempt == 0:
+            await redis.script_load(script.text)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies

@@ -39,7 +39,7 @@ from app.jobs.queue.gate import QueueGate
 from app.jobs.queue.moves import EMPTY, PAUSED, UNKNOWN, JobMoves
 from app.jobs.queue.pauses import SchedulePauses
 from app.jobs.queue.running import RunningJobs
-from app.jobs.queue.scripts import ENQUEUE
+from app.jobs.queue.scripts import ENQUEUE, run_by_sha
 from app.jobs.queue.sweep import sweep
 from app.jobs.record.progress import ProgressUpdate
 from app.jobs.record.recorder import LifecycleRecorder
@@ -105,18 +105,14 @@ class TrackedQueue(RedisQueue):
         """
         if not jobs:
             return []
-        if self._enqueue_script is None:
-            self._enqueue_script = self.redis.register_script(ENQUEUE)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job in jobs:
-                job.queue, job.queued, job.status = self, now(), Status.QUEUED
-                await self._before_enqueue(job)
-                await self._enqueue_script(
-                    keys=[self._incomplete, job.id, self._queued, job.abort_id],
-                    args=[self.serialize(job), job.scheduled],
-                    client=pipe,
-                )
-            accepted = [bool(taken) for taken in await pipe.execute()]
+        calls = []
+        for job in jobs:
+            job.queue, job.queued, job.status = self, now(), Status.QUEUED
+            await self._before_enqueue(job)
+            keys = [self._incomplete, job.id, self._queued, job.abort_id]
+            calls.append(ENQUEUE.call(keys, [self.serialize(job), job.scheduled]))
+        replies = await run_by_sha(self.redis, ENQUEUE, calls)
+        accepted = [bool(taken) for taken in replies]
         if self.metrics is not None:
             for job, taken in zip(jobs, accepted, strict=True):
                 if taken:

@@ -6,7 +6,7 @@ PostgreSQL (`app.jobs.control.queues`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Annotated, Any
 
 from litestar import Controller, get, post
@@ -116,10 +116,7 @@ class QueueController(Controller):
     ) -> QueuePauseRead:
         """Pause a queue: no worker takes its jobs from now on (triggers are still accepted:
         their jobs wait, `queued`); the jobs already taken finish. Paused already: a no-op."""
-        try:
-            state = await queue_pausing.pause(name, principal)
-        except UnknownQueueError as exc:
-            raise NotFoundException(detail=str(exc)) from None
+        state = await _known(queue_pausing.pause(name, principal))
         return await _read(queue_pausing, state)
 
     @post(
@@ -135,10 +132,7 @@ class QueueController(Controller):
         principal: NamedDependency[Principal],
     ) -> QueuePauseRead:
         """Resume a queue: its workers take its jobs again at once. Not paused: a no-op."""
-        try:
-            state = await queue_pausing.resume(name, principal)
-        except UnknownQueueError as exc:
-            raise NotFoundException(detail=str(exc)) from None
+        state = await _known(queue_pausing.resume(name, principal))
         return await _read(queue_pausing, state)
 
     @post(
@@ -164,10 +158,7 @@ class QueueController(Controller):
     ) -> QueuePauseRead:
         """Drain a queue: pause it, then wait up to `wait` seconds for its running jobs to
         end. `running` is how many are left (0: drained); call again to wait more."""
-        try:
-            state = await queue_pausing.pause(name, principal, drain=True)
-        except UnknownQueueError as exc:
-            raise NotFoundException(detail=str(exc)) from None
+        state = await _known(queue_pausing.pause(name, principal, drain=True))
         loop = asyncio.get_running_loop()
         until = loop.time() + wait
         running = await queue_pausing.running(name)
@@ -175,6 +166,14 @@ class QueueController(Controller):
             await asyncio.sleep(_DRAIN_LOOK_EVERY)
             running = await queue_pausing.running(name)
         return _pause_read(state, running)
+
+
+async def _known(change: Awaitable[QueuePauseState]) -> QueuePauseState:
+    """`change`'s new state; a queue not served here is a 404."""
+    try:
+        return await change
+    except UnknownQueueError as exc:
+        raise NotFoundException(detail=str(exc)) from None
 
 
 async def _read(queue_pausing: QueuePausing, state: QueuePauseState) -> QueuePauseRead:
