@@ -59,19 +59,35 @@ class JobRows:
             except BaseException as exc:
                 # The pool would hand a broken connection out again.
                 await connection.invalidate()
-                if isinstance(exc, asyncpg.InterfaceError) and driver.is_closed():
-                    # Closed under the read: the database went away (a 503, as through
-                    # SQLAlchemy), not a misuse of the driver.
+                if _broken(exc, driver):
+                    # The connection failed, not the read: the database ended it (a 503, as
+                    # through SQLAlchemy, if a new one fails too), not a misuse of the driver.
                     raise asyncpg.ConnectionDoesNotExistError(str(exc)) from exc
                 raise
 
     async def one(self, job_id: UUID) -> Mapping[str, Any] | None:
-        """The row of `job_id`, as column values; None: no such job."""
+        """The row of `job_id`, as column values; None: no such job. A connection found
+        ended under the read is replaced once (a read is safe to send again)."""
         created_at = created_at_of(job_id)
-        async with self._driver() as driver:
-            row: Mapping[str, Any] | None = (
-                await driver.fetchrow(ONE_OLD_JOB, job_id)
-                if created_at is None
-                else await driver.fetchrow(ONE_JOB, job_id, created_at)
-            )
-            return row
+        for attempt in range(2):
+            try:
+                async with self._driver() as driver:
+                    row: Mapping[str, Any] | None = (
+                        await driver.fetchrow(ONE_OLD_JOB, job_id)
+                        if created_at is None
+                        else await driver.fetchrow(ONE_JOB, job_id, created_at)
+                    )
+                    return row
+            except asyncpg.ConnectionDoesNotExistError:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+
+def _broken(exc: BaseException, driver: asyncpg.Connection[Any]) -> bool:
+    """Whether the connection failed rather than the read: closed under it, or left in the
+    middle of reading the goodbye of a server that ended it (asyncpg reads it a piece at a
+    time; meanwhile the connection says `another operation is in progress`)."""
+    if isinstance(exc, asyncpg.InternalClientError):
+        return True
+    return isinstance(exc, asyncpg.InterfaceError) and driver.is_closed()
