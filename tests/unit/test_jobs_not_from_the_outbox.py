@@ -16,6 +16,7 @@ from saq.job import CronJob, Job, Status
 from saq.worker import Worker
 
 from app.db.models import BackgroundJob
+from app.jobs.jsonb import to_json
 from app.jobs.lifecycle import (
     CRON,
     FROM_OUTBOX,
@@ -24,7 +25,6 @@ from app.jobs.lifecycle import (
     Transition,
     UntrackedJobError,
     row_id_of,
-    to_json,
 )
 from app.jobs.outbox.enqueuer import Enqueuer
 from app.jobs.queue.tracked import TrackedQueue

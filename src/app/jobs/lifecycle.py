@@ -18,10 +18,10 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-import msgspec
 from saq.job import Job as SaqJob
 
 from app.jobs.ids import created_at_of
+from app.jobs.jsonb import to_json
 
 
 class JobStatus(StrEnum):
@@ -292,14 +292,3 @@ def fold(transitions: Iterable[Transition]) -> dict[UUID, FoldedJob]:
             folded[transition.job_id] = FoldedJob(transition, transition)
         folded[transition.job_id].add(transition)
     return folded
-
-
-_JSON = msgspec.json.Encoder(enc_hook=str)  # what JSON cannot say (a UUID, a date) as text
-# A NUL character, escaped (an even run of backslashes before it is not its escape).
-_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
-
-
-def to_json(value: Any) -> str:
-    encoded = _JSON.encode(value).decode()
-    # jsonb cannot hold NUL; one such character must not block every write.
-    return _JSON_NUL.sub(r"\1\\ufffd", encoded) if "\\u0000" in encoded else encoded

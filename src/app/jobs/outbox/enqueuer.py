@@ -22,13 +22,13 @@ from saq.job import Job as SaqJob
 
 from app.db.models import BackgroundJob
 from app.jobs.ids import new_job_id
+from app.jobs.jsonb import to_json
 from app.jobs.lifecycle import (
     FROM_OUTBOX,
     HAS_DEPENDENTS,
     MANUAL_RETRIES,
     ROW_ID,
     JobStatus,
-    to_json,
 )
 from app.jobs.outbox.after import insert_dependent, parents_of
 from app.jobs.outbox.batcher import Batcher

@@ -12,7 +12,7 @@ from uuid import UUID
 from sqlalchemy import bindparam, select, text
 
 from app.db.models import BackgroundJob, JobIdempotencyKey
-from app.jobs.lifecycle import to_json
+from app.jobs.jsonb import to_json
 from app.jobs.record.statements import Execute
 
 

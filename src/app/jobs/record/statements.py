@@ -17,6 +17,7 @@ from uuid import UUID, uuid4
 from sqlalchemy import Executable, Row, TextClause, text
 
 from app.jobs.ids import created_between
+from app.jobs.jsonb import to_json
 from app.jobs.lifecycle import (
     ALLOWED_SOURCES,
     TERMINAL_STATUSES,
@@ -24,7 +25,6 @@ from app.jobs.lifecycle import (
     NewRow,
     Transition,
     fold,
-    to_json,
 )
 from app.jobs.record.counting import counted
 
