@@ -9,7 +9,7 @@ from saq.job import Status
 
 from tests.differential.allowed import ABORT_ENDS_WAITING_JOB
 from tests.differential.harness import Differ, Run
-from tests.differential.steps import enqueue, stored, take_and_start
+from tests.differential.steps import enqueue, start, stored, take, take_and_start
 
 
 async def test_mark_active(differ: Differ) -> None:
@@ -56,6 +56,30 @@ async def test_a_read_begun_before_a_finish_sees_the_finish(differ: Differ) -> N
         reading = asyncio.create_task(enqueued.refresh())
         await run.queue.finish(enqueued, Status.COMPLETE, result=1)
         await reading
+        run.observe("status read", enqueued.status)
+
+    await differ.check(scenario)
+
+
+async def test_a_read_begun_before_a_finish_sees_it_with_another_move_on_the_wire(
+    differ: Differ,
+) -> None:
+    """The finish waits for its turn on the moves' channel (another job's start is on the
+    wire): a read begun meanwhile is answered after it all the same."""
+
+    async def scenario(run: Run) -> None:
+        await enqueue(run.queue, "other")
+        enqueued = await enqueue(run.queue, "read")
+        other = await take(run.queue)
+        assert other is not None
+        # SAQ's side: a connection ready for each of the three, none waits for a handshake.
+        await asyncio.gather(*(run.queue.redis.ping() for _ in range(3)))
+        await asyncio.sleep(0.01)  # the channel is quiet: the start is written at once
+        starting = asyncio.create_task(start(other))
+        await asyncio.sleep(0)
+        reading = asyncio.create_task(enqueued.refresh())
+        await run.queue.finish(enqueued, Status.COMPLETE, result=1)
+        await asyncio.gather(reading, starting)
         run.observe("status read", enqueued.status)
 
     await differ.check(scenario)

@@ -59,13 +59,17 @@ class CommandBatcher:
         self._idle.set()
         self._backoff = self._next_attempt = 0.0
         self._error: BaseException | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # the one it is connected in
 
-    async def execute(self, *commands: Command, replays: bool = False) -> list[Any]:
+    async def execute(
+        self, *commands: Command, replays: bool = False, patient: bool = True
+    ) -> list[Any]:
         """Send `commands` (in this order, with other callers' around them); their replies.
 
-        An error reply is raised. `replays`: safe to send again after a lost reply.
+        An error reply is raised. `replays`: safe to send again after a lost reply. `patient`:
+        waits out an outage (up to `deliver_within`), else fails at the first failed reconnect.
         """
-        call = Call(commands, replays=replays)
+        call = Call(commands, replays=replays, patient=patient)
         self.stage(call)
         return await call.future
 
@@ -89,6 +93,7 @@ class CommandBatcher:
         """Open the connection now rather than at the first move (Redis down: later); a
         closed channel opens again."""
         self._closed = False
+        self.loop = asyncio.get_running_loop()
         if self._connection.is_connected:
             return
         with contextlib.suppress(Exception):
@@ -101,7 +106,7 @@ class CommandBatcher:
 
     async def close(self) -> None:
         """Stop; what is still undelivered fails (and says so)."""
-        self._closed = True
+        self._closed, self.loop = True, None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

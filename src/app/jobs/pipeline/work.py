@@ -57,11 +57,9 @@ class Work(Protocol):
 class Call:
     """Commands a caller awaits the replies of."""
 
-    patient = True
-
-    def __init__(self, commands: Sequence[Command], *, replays: bool) -> None:
+    def __init__(self, commands: Sequence[Command], *, replays: bool, patient: bool) -> None:
         self._commands = list(commands)
-        self.replays = replays
+        self.replays, self.patient = replays, patient
         self.future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
 
     def commands(self) -> list[Command]:

@@ -1,14 +1,16 @@
 """A worker's moves of its jobs in Redis, in fewer round trips than SAQ makes them.
 
-SAQ takes a job with BLMOVE and then GETs it, marks it active with a SET and then a PUBLISH,
-and finishes it with a MULTI and then a PUBLISH: six round trips a job. Here the same keys
-take the same values, SAQ's pub/sub messages included (`queue.listen`/`apply` rely on them):
+SAQ takes a job with BLMOVE then GET, marks it active with SET then PUBLISH, finishes it with
+MULTI then PUBLISH: six round trips a job. Here the same keys take the same values, SAQ's
+pub/sub messages included (`queue.listen`/`apply` rely on them):
 
 - take: one script moves the next jobs from the queued to the active list and returns their
   data, for every caller waiting at that moment at once;
 - mark active, heartbeat, progress: SAQ's SET and its PUBLISH;
 - finish: one script does SAQ's transaction and its PUBLISH;
-- retry: one script does SAQ's transaction and its PUBLISH.
+- retry: one script does SAQ's transaction and its PUBLISH;
+- read (`queue.job`, `Job.refresh`): behind the moves, so a read begun after a move was called
+  sees it (SAQ's move is on the wire first; on two connections Redis may still read it later).
 
 All of them ride on the queue's `CommandBatcher`, one ordered channel: the jobs of a worker
 that reach the same step together share one round trip, and a later move of a job never
@@ -30,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 from uuid import uuid4
 
@@ -38,6 +39,7 @@ import structlog
 from saq.job import Status
 
 from app.jobs.pipeline import Command, CommandBatcher, Script, Work
+from app.jobs.queue.kept import KeptMove
 from app.jobs.queue.scripts import FINISH, GIVE_BACK, GUARD_TTL_MS, RETRY, TAKE
 
 if TYPE_CHECKING:
@@ -139,48 +141,6 @@ class _GiveBack:
         return self  # until Redis takes it
 
 
-class _JobMove:
-    """A job's start, finish or retry: its caller is told after the channel's bound, but the
-    move is kept and sent until Redis takes it (the row has the transition already), in its
-    place: what the worker stages next for the job lands after it."""
-
-    replays = True
-    patient = True
-
-    def __init__(self, job: Job, build: Callable[[], list[Command]]) -> None:
-        self._build, self._key, self._status = build, job.key, str(Status(job.status).value)
-        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._late = False
-
-    def commands(self) -> list[Command]:
-        return [] if self.future.cancelled() else self._build()  # cancelled: never sent
-
-    def resolve(self, replies: list[Any]) -> None:
-        error = next((reply for reply in replies if isinstance(reply, Exception)), None)
-        if error is not None:
-            self.fail(error)
-            return
-        if self._late:
-            log.warning("job move reached redis late", job_key=self._key, status=self._status)
-        if not self.future.done():
-            self.future.set_result(None)
-
-    def fail(self, error: BaseException) -> None:
-        if self._late:
-            log.error(
-                "job move never reached redis", job_key=self._key, status=self._status,
-                error=str(error),
-            )  # fmt: skip
-        elif not self.future.done():
-            self.future.set_exception(error)
-
-    def expire(self, error: BaseException) -> Work | None:
-        self._late = True
-        if not self.future.done():
-            self.future.set_exception(error)
-        return self
-
-
 class JobMoves:
     """Take, mark, finish and retry `queue`'s jobs through `batcher`."""
 
@@ -268,7 +228,7 @@ class JobMoves:
             ("PUBLISH", job.id, Status(job.status).value),
         ]
         if start:
-            await self._send(_JobMove(job, lambda: commands))
+            await self._send(KeptMove(job, lambda: commands))
         else:
             await self._batcher.execute(*commands, replays=True)
 
@@ -276,7 +236,7 @@ class JobMoves:
         """SAQ's `_finish`: off the active list and the incomplete set, kept for its ttl."""
         keys = [self.active, self.incomplete, job.id]
         args = (job.ttl, self._queue.serialize(job), Status(job.status).value)
-        await self._send(_JobMove(job, lambda: [self.call(FINISH, keys, *args)[1]]))
+        await self._send(KeptMove(job, lambda: [self.call(FINISH, keys, *args)[1]]))
 
     async def retry(self, job: Job) -> None:
         """SAQ's `_retry`: back on the queue, or in the incomplete set until its delay is over."""
@@ -284,9 +244,19 @@ class JobMoves:
         score = time.time() + delay if delay else job.scheduled
         keys = [self.active, self.queued, self.incomplete, job.id]
         args = (score, "0" if delay else "1", self._queue.serialize(job), Status(job.status).value)
-        await self._send(_JobMove(job, lambda: [self.call(RETRY, keys, *args)[1]]))
+        await self._send(KeptMove(job, lambda: [self.call(RETRY, keys, *args)[1]]))
 
-    async def _send(self, move: _JobMove) -> None:
+    async def read(self, job_ids: list[str | bytes]) -> list[bytes | None]:
+        """Jobs' data, behind the moves staged before (the channel closed, or another event
+        loop's call, a task's `asyncio.run`: on a pool connection, as SAQ reads)."""
+        if not job_ids:
+            return []
+        if self._batcher.loop is not asyncio.get_running_loop():
+            return list(await self._queue.redis.mget(job_ids))
+        [found] = await self._batcher.execute(("MGET", *job_ids), replays=True, patient=False)
+        return list(found)
+
+    async def _send(self, move: KeptMove) -> None:
         self._batcher.stage(move)
         await move.future
 

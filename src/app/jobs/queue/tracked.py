@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -131,6 +131,15 @@ class TrackedQueue(RedisQueue):
             if self.metrics is not None:
                 self.metrics.enqueued(enqueued.function)
         return enqueued
+
+    async def jobs(self, job_keys: Iterable[str]) -> list[Job | None]:
+        found = await self._moves.read([self.job_id(key) for key in job_keys])
+        return [self.deserialize(data) for data in found]
+
+    async def _get_job_by_id(self, job_id: bytes | str) -> Job | None:
+        async with self._op_sem:
+            [data] = await self._moves.read([job_id])
+            return self.deserialize(data)
 
     def _report(self, job: Job) -> None:
         # Redis has already changed: a failure here must not fail the caller (a worker would
