@@ -379,3 +379,67 @@ async def test_jobs_page_at_phone_width(browser: Browser, monitor_app: MonitorAp
         await tab.shot("monitor-jobs")
         tab.assert_monitor_pages_held_csp()
         tab.assert_stayed_home()
+
+
+async def api_status(tab: MonitorTab, key: str, job_id: str) -> str:
+    answer = await tab.page.request.get(
+        f"{tab.origin}/api/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}
+    )
+    return str((await answer.json())["status"])
+
+
+async def held_stream(tab: MonitorTab, pattern: str) -> asyncio.Event:
+    """The page's event stream (`pattern`) held back until the returned event is set."""
+    release = asyncio.Event()
+
+    async def hold(route: Any) -> None:
+        await release.wait()
+        await route.continue_()
+
+    await tab.page.route(pattern, hold)
+    return release
+
+
+async def test_a_job_page_whose_stream_starts_after_the_job_ended_shows_the_end(
+    browser: Browser, monitor_app: MonitorApp
+) -> None:
+    """Catches: a page drawn while its job ran, whose event stream opened after the job ended:
+    the stream's only message is the job as it is now (`event: job`), which the page did not
+    read, and it said `running` for ever."""
+    key = monitor_app.operator_key
+    async with monitor_tab(browser, monitor_app.origin) as tab:
+        await tab.login(key)
+        job_id = await trigger(tab, key, sleep_seconds=1.5)
+        release = await held_stream(tab, f"**/api/v1/jobs/{job_id}/events*")
+        await eventually(lambda: _is(api_status(tab, key, job_id), "running"), what="running")
+        await tab.open(f"/monitor/jobs/{job_id}")
+        status = tab.page.locator("#job-status .status-text")
+        await expect(status).to_have_text("running")
+        await eventually(lambda: _is(api_status(tab, key, job_id), "complete"), what="complete")
+        release.set()
+        await expect(status).to_have_text("complete", timeout=LIVE)
+        tab.assert_stayed_home()
+
+
+async def test_a_jobs_page_whose_stream_starts_after_a_drawn_job_ended_shows_the_end(
+    browser: Browser, monitor_app: MonitorApp
+) -> None:
+    """Catches: the jobs page fetched only the jobs made while its stream was opening, not the
+    drawn rows that ended meanwhile (no event would come for them again)."""
+    key = monitor_app.operator_key
+    async with monitor_tab(browser, monitor_app.origin) as tab:
+        await tab.login(key)
+        job_id = await trigger(tab, key, sleep_seconds=1.5)
+        release = await held_stream(tab, "**/api/v1/events*")
+        await eventually(lambda: _is(api_status(tab, key, job_id), "running"), what="running")
+        await tab.open("/monitor/jobs")
+        status = row(tab, job_id).locator(".status-text")
+        await expect(status).to_have_text("running")
+        await eventually(lambda: _is(api_status(tab, key, job_id), "complete"), what="complete")
+        release.set()
+        await expect(status).to_have_text("complete", timeout=LIVE)
+        tab.assert_stayed_home()
+
+
+async def _is(value: Any, wanted: str) -> bool:
+    return bool(await value == wanted)

@@ -72,9 +72,15 @@
     let caughtUp = false;
     source.onopen = () => {
       say(active() ? "● live" : "❚❚ paused");
-      // The stream starts now: jobs made between the page's drawing and now come from here.
-      if (!caughtUp && firstPage) {
-        caughtUp = true;
+      if (caughtUp) return;  // a reconnect resumes from its last event (Last-Event-ID)
+      caughtUp = true;
+      // The stream starts now: the drawn rows that may have moved since are read again...
+      for (const tr of rows.querySelectorAll("tr[data-job-id]")) {
+        if (!FINAL.has(tr.dataset.status)) pending.add(tr.dataset.jobId);
+      }
+      flush();
+      // ...and jobs made between the page's drawing and now come from here.
+      if (firstPage) {
         const top = rows.querySelector("tr[data-cursor]");
         const params = new URLSearchParams(query);
         params.set("before", top ? top.dataset.cursor : live.dataset.drawnAt);
@@ -232,12 +238,14 @@
     function follow() {
       if (source) source.close();
       source = new EventSource(`/api/v1/jobs/${jobId}/events`);
+      // `job`: the job as it is when the stream opens, which may be after it ended.
       const onEvent = (message) => {
         const event = JSON.parse(message.data);
         setStatus(document.getElementById("job-status"), event.status);
-        if (event.kind === "status" && FINAL.has(event.status)) { source.close(); source = null; }
+        if (message.type !== "progress" && FINAL.has(event.status)) { source.close(); source = null; }
         soon();
       };
+      source.addEventListener("job", onEvent);
       source.addEventListener("status", onEvent);
       source.addEventListener("progress", onEvent);
     }
