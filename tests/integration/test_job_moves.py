@@ -191,3 +191,16 @@ async def test_a_queue_connected_again_after_it_was_closed_still_moves_jobs(
     stored = await queue.job(key)
     assert stored is not None
     assert stored.status == Status.COMPLETE
+
+
+async def test_a_closed_queue_still_reads_a_job_as_saqs_does(
+    queue: TrackedQueue, make_enqueuer: Callable[..., Enqueuer]
+) -> None:
+    """Reads go on the moves' channel while it is open; once it is closed, on a pool
+    connection (SAQ's `queue.job` after `disconnect` reads all the same)."""
+    [key] = await enqueue(make_enqueuer(REGISTRY), 1)
+    await queue.disconnect()
+    stored = await queue.job(key)
+    assert stored is not None
+    assert stored.status == Status.QUEUED
+    assert [job.key for job in await queue.jobs([key]) if job is not None] == [key]
