@@ -148,10 +148,12 @@ async def table(servers: Servers) -> AsyncIterator[AsyncEngine]:
     drop_database(servers, name)
 
 
-async def plan_of(engine: AsyncEngine, statement: Any) -> list[dict[str, Any]]:
+async def plan_of(
+    engine: AsyncEngine, statement: Any, *, analyze: bool = False
+) -> list[dict[str, Any]]:
     """The plan's nodes, planned as the service plans a page."""
     async with AsyncSession(engine) as session:
-        explained = (await session.execute(Explain(statement))).scalar_one()
+        explained = (await session.execute(Explain(statement, analyze=analyze))).scalar_one()
     document = explained if isinstance(explained, list) else json.loads(explained)
     return list(nodes(document[0]["Plan"]))
 
@@ -198,27 +200,35 @@ async def test_an_offset_page_is_an_index_scan_in_order(table: AsyncEngine, name
 
 
 async def test_several_statuses_are_merged_from_one_index_scan_each(table: AsyncEngine) -> None:
-    found = await plan_of(table, page_statement(SEARCHES["several statuses (rare)"],
-                                                after=None, limit=50, offset=0))  # fmt: skip
+    statement = page_statement(SEARCHES["several statuses (rare)"], after=None, limit=50, offset=0)
+    found = await plan_of(table, statement, analyze=True)
     assert "Merge Append" in [node["Node Type"] for node in found]
     async with table.connect() as connection:
         status_index = set((await connection.execute(text(_PARTS_OF_THE_STATUS_INDEX))).scalars())
-        holding_rows = set((await connection.execute(text(_PARTITIONS_WITH_ROWS))).scalars())
     scans = [node for node in found if node["Node Type"] == "Index Scan"]
-    # In each partition that holds rows, its part of the status index (an empty partition
-    # ahead of now has no statistics, and any index reads nothing there).
-    used = {node["Index Name"] for node in scans if node["Relation Name"] in holding_rows}
+    # Each partition's part of the status index; a partition whose rows are all of those
+    # statuses (today's, just after midnight) may be walked in time order instead: what
+    # matters is that no partition is read row by row for a few matches.
+    used = {node["Index Name"] for node in scans if node["Index Name"] in status_index}
     assert len(used) >= 30
-    assert used <= status_index
+    assert rows_read(found) <= FEW, rows_read(found)
+
+
+def rows_read(found: list[dict[str, Any]]) -> int:
+    """Index entries an `EXPLAIN ANALYZE` plan's scans read, kept or filtered out."""
+    scans = [node for node in found if "Index Name" in node]
+    return sum(
+        (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
+        for node in scans
+    )
+
+
+FEW = ROWS // 100  # a walk of the few rows sought, not of a partition (~3,300) or the table
 
 
 _PARTS_OF_THE_STATUS_INDEX = """
 SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
 WHERE i.inhparent = 'ix_background_jobs_status_created_at_id'::regclass
-"""
-_PARTITIONS_WITH_ROWS = """
-SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
-WHERE i.inhparent = 'background_jobs'::regclass AND c.reltuples > 0
 """
 
 
@@ -270,17 +280,16 @@ async def test_the_scrapes_count_of_lost_workers_jobs_reads_the_running_rows_onl
         if backlog:  # rolled back with its statistics
             await connection.execute(text(_BACKLOG))
             await connection.execute(text("ANALYZE background_jobs"))
-        explained = await connection.execute(Explain(LOST_WORKER_JOBS.bindparams(**params)))
+        lost = LOST_WORKER_JOBS.bindparams(**params)
+        explained = await connection.execute(Explain(lost, analyze=True))
         document = explained.scalar_one()
         await transaction.rollback()
     plan = document if isinstance(document, list) else json.loads(document)
     found = list(nodes(plan[0]["Plan"]))
     assert_ordered_index_scans(found, "lost workers' jobs")
     assert "Limit" in [node["Node Type"] for node in found]
-    scanned = {node["Index Name"] for node in found if "Index Name" in node}
     async with table.connect() as connection:  # each partition's part of the status index
         status_index = set((await connection.execute(text(_PARTS_OF_THE_STATUS_INDEX))).scalars())
-        holding_rows = set((await connection.execute(text(_PARTITIONS_WITH_ROWS))).scalars())
-    scanned = {n["Index Name"] for n in found if n.get("Relation Name") in holding_rows}
-    assert scanned
-    assert scanned <= status_index, scanned - status_index
+    assert {node.get("Index Name") for node in found} & status_index
+    # The running entries only: not the table, the queue's rows or the backlog of 50,000.
+    assert rows_read(found) <= FEW, rows_read(found)
