@@ -5,20 +5,23 @@ Redis unreachable, at a chosen moment. These tests catch: a heartbeat that lands
 job's retry (a cancelled caller's move still sent, or the retry on another path than the
 heartbeat), a lost take reply that takes more jobs and strands the first ones, a finish sent
 again that undoes the next run of the same key, a retry sent again that re-queues a job
-another worker took meanwhile, and a finish that cannot reach Redis failing its caller
-instead of reaching the row and Redis later.
+another worker took meanwhile, a finish that cannot reach Redis failing its caller
+instead of reaching the row and Redis later, and a read during an outage waiting for the
+moves' reconnect instead of failing at once as SAQ's does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis, from_url
+from redis.exceptions import ConnectionError as RedisConnectionError
 from saq.job import Job, Status
 from saq.queue.redis import RedisQueue
 from structlog.testing import capture_logs
@@ -306,3 +309,37 @@ async def test_a_finish_that_cannot_reach_redis_reaches_the_row_and_redis_later(
 
     await eventually(delivered, within=15, what="the parked finish delivered")
     assert await listed(admin, queue, "active") == []
+
+
+async def test_a_read_while_the_moves_wait_out_their_backoff_fails_at_once_as_saqs_does(
+    proxied: Callable[..., Any],
+    proxy: RedisProxy,
+    make_enqueuer: Callable[..., Enqueuer],
+    admin: Redis,
+) -> None:
+    """Redis down, a finish waiting for the channel's next reconnect (far off): a read
+    (`queue.job`, so `Job.refresh`) makes its own attempt and fails with a connection error,
+    as a read on SAQ's pool does; once Redis is back, a read gets through and takes the
+    parked finish along."""
+    queue: TrackedQueue = await proxied(deliver_within=3600.0)
+    job = await running(queue, make_enqueuer)
+    await proxy.refuse()
+    finish = asyncio.create_task(queue.finish(job, Status.COMPLETE, result={"ok": 1}))
+    channel = queue._batcher
+    loop = asyncio.get_running_loop()
+
+    async def failed_once() -> bool:
+        return channel._attempted > -math.inf
+
+    await eventually(failed_once, what="the finish's first connect refused")
+    channel._next_attempt = loop.time() + 3600  # the backoff of a long outage, made longer
+    with pytest.raises(RedisConnectionError):
+        await asyncio.wait_for(queue.job(job.key), timeout=60)  # only stops a hang
+    assert not finish.done()
+    assert (await stored(admin, queue, job.key))["status"] == "active"
+
+    await proxy.allow()
+    read = await asyncio.wait_for(queue.job(job.key), timeout=60)
+    assert read is not None
+    await asyncio.wait_for(finish, timeout=60)
+    assert (await stored(admin, queue, job.key))["status"] == "complete"

@@ -35,6 +35,7 @@ class _Entry:
     due: float  # loop time after which the caller is told (inf: parked)
     commands: list[Command] | None = None  # once written
     noscript: int = 0
+    staged: float = -math.inf  # loop time it was staged at
 
 
 class CommandBatcher:
@@ -58,6 +59,7 @@ class CommandBatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._backoff = self._next_attempt = 0.0
+        self._attempted = -math.inf  # loop time of the last failed connect
         self._error: BaseException | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # the one it is connected in
 
@@ -79,7 +81,8 @@ class CommandBatcher:
             work.fail(RedisConnectionError("the Redis channel is closed"))
             return
         loop = asyncio.get_running_loop()
-        self._queue.append(_Entry(work, loop.time() + self.deliver_within))
+        now = loop.time()
+        self._queue.append(_Entry(work, now + self.deliver_within, staged=now))
         self._idle.clear()
         if not self._busy and self._connection.is_connected:
             self._busy = True
@@ -227,20 +230,31 @@ class CommandBatcher:
     async def _reconnect(self) -> None:
         loop = asyncio.get_running_loop()
         wait = self._next_attempt - loop.time()
-        if wait > 0:
+        # An impatient caller (a read) gets an attempt of its own, as on SAQ's pool: it fails
+        # at once while Redis is down, and does not wait out the patient moves' backoff.
+        if wait > 0 and not self._impatient_since(self._attempted):
             due = min(entry.due for entry in self._queue)
-            await asyncio.sleep(max(0.0, min(wait, due - loop.time())))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, min(wait, due - loop.time()))):
+                    await self._wake.wait()  # a new caller
             self._expire(loop.time(), impatient=False)
             return
         try:
             await self._connection.connect()  # type: ignore[no-untyped-call]
         except Exception as error:
-            self._error = error
-            self._backoff = min(max(self._backoff * 2, RECONNECT_FIRST), RECONNECT_CAP)
-            self._next_attempt = loop.time() + self._backoff
+            self._error, self._attempted = error, loop.time()
+            if wait <= 0:
+                self._backoff = min(max(self._backoff * 2, RECONNECT_FIRST), RECONNECT_CAP)
+                self._next_attempt = loop.time() + self._backoff
             self._expire(loop.time(), impatient=True)
             return
         self._backoff, self._fresh = 0.0, True
+
+    def _impatient_since(self, moment: float) -> bool:
+        return any(
+            entry.work is not None and not entry.work.patient and entry.staged > moment
+            for entry in self._queue
+        )
 
     def _expire(self, now: float, *, impatient: bool) -> None:
         late = RedisUnreachable(f"Redis not reached in {self.deliver_within:g} s: {self._error}")
