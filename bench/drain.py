@@ -224,6 +224,7 @@ async def drain_once(
         else:
             done = await _tracked_done(bench, n, children)  # polls PostgreSQL only
             calls = await redis_calls(bench)
+        reads = (await bench.redis.info("stats"))["total_reads_processed"]
         used = {
             f"{name}_cpu_ms_per_job": rounded((seconds - before[name]) * 1000 / n, 3)
             for name, seconds in _cpu_used(bench, children).items()
@@ -241,6 +242,8 @@ async def drain_once(
         **used,
         "redis_commands_per_job": rounded(sum(calls.values()) / n, 2),
         "redis_calls_per_job": per_job(calls, n),
+        # Reads Redis made on its sockets: the writes that woke it (ours included, a few).
+        "redis_reads_per_job": rounded(reads / n, 2),
     }
     if mode == "tracked":
         result["rows_per_terminal_flush"] = rounded(n / await _terminal_flushes(bench), 2)
