@@ -225,3 +225,59 @@ async def test_a_retry_is_an_event_before_the_new_runs_own(
         ("running", 2),
         ("failed", 2),
     ]
+
+
+async def test_the_moves_of_waiting_jobs_are_events_before_their_runs_own(
+    http: httpx.AsyncClient, enqueuer: Enqueuer, start_worker: StartWorker, wait_for_row: WaitForRow
+) -> None:
+    """Moves written in SQL, not by a worker's transition, are events too: a child released
+    when its parent completed (`queued`, before its run's `running`), the children a parent's
+    abort aborted in turn, the children its retry put back to `waiting`, and an operator's
+    cancel of a waiting job and of those waiting for it."""
+    go, finish = gates("parent")
+    doomed_go, _ = gates("doomed")
+    await start_worker(REGISTRY)
+    quick = {"message": "m", "sleep_seconds": 0}
+    async with stream(http, "/api/v1/events") as events:
+
+        async def moves_of(job_id: Any, until: str) -> list[tuple[str, str | None]]:
+            seen: list[tuple[str, str | None]] = []
+            while not seen or seen[-1][0] != until:
+                message = await events.until(
+                    lambda m: m.event == "status" and m.data["job_id"] == str(job_id)
+                )
+                seen.append((message.data["status"], message.data.get("error")))
+            return seen
+
+        parent = await enqueuer.enqueue(stepping, {"name": "parent"})
+        child = await enqueuer.enqueue(trigger_test, quick, after=[parent.job_id])
+        go.set()
+        finish.set()
+        assert [status for status, _ in await moves_of(child.job_id, "complete")] == [
+            "queued",
+            "running",
+            "complete",
+        ]
+
+        doomed = await enqueuer.enqueue(stepping, {"name": "doomed"})
+        first = await enqueuer.enqueue(trigger_test, quick, after=[doomed.job_id])
+        second = await enqueuer.enqueue(trigger_test, quick, after=[first.job_id])
+        await wait_for_row(doomed.job_id, lambda row: row.status == "running")
+        cancelled = await http.post(f"/api/v1/jobs/{doomed.job_id}/cancel")
+        assert cancelled.status_code == 202, cancelled.text
+        doomed_go.set()
+        reason = f"parent job {doomed.job_id} was aborted"
+        assert await moves_of(first.job_id, "aborted") == [("aborted", reason)]
+        reason = f"parent job {first.job_id} was aborted"
+        assert await moves_of(second.job_id, "aborted") == [("aborted", reason)]
+
+        retried = await http.post(f"/api/v1/jobs/{doomed.job_id}/retry")
+        assert retried.status_code == 202, retried.text
+        assert [status for status, _ in await moves_of(first.job_id, "waiting")] == ["waiting"]
+        assert [status for status, _ in await moves_of(second.job_id, "waiting")] == ["waiting"]
+
+        cancelled = await http.post(f"/api/v1/jobs/{first.job_id}/cancel")
+        assert cancelled.status_code == 202, cancelled.text
+        assert [status for status, _ in await moves_of(first.job_id, "aborted")] == ["aborted"]
+        reason = f"parent job {first.job_id} was aborted"
+        assert await moves_of(second.job_id, "aborted") == [("aborted", reason)]

@@ -218,8 +218,8 @@ async def test_an_old_waiting_row_outlives_its_partition_and_is_still_released(
         async with engine.begin() as connection:
             return (await connection.execute(statement, parameters)).all()
 
-    released = await settle_children(execute, {parent: JobStatus.COMPLETE})
-    assert [job.job_id for job in released] == [child]
+    settled = await settle_children(execute, {parent: JobStatus.COMPLETE})
+    assert [job.job_id for job in settled.released] == [child]
 
 
 async def test_a_row_that_became_one_to_keep_during_the_detach_is_put_back(

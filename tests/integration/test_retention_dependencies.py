@@ -60,8 +60,8 @@ async def test_a_waiting_child_whose_parent_was_dropped_is_released_by_the_repai
         async with engine.begin() as connection:
             return (await connection.execute(statement, parameters)).all()
 
-    released = await repair_waiting(execute, datetime.now(UTC) + timedelta(minutes=1))
-    assert [job.job_id for job in released] == [child]
+    settled = await repair_waiting(execute, datetime.now(UTC) + timedelta(minutes=1))
+    assert [job.job_id for job in settled.released] == [child]
     async with engine.connect() as connection:
         status = await connection.scalar(
             text("SELECT status FROM background_jobs WHERE job_id = :c"), {"c": child}

@@ -119,11 +119,12 @@ class JobActions:
             result = await session.execute(_RETRY, retry_parameters(job_ids, actor, parents))
             rows = [_as_model(row._mapping) for row in result]
             # The children these rows' end aborted wait for them again.
-            await wait_again(_executor(session), [row.job_id for row in rows], actor)
+            again = await wait_again(_executor(session), [row.job_id for row in rows], actor)
         # A row with parents still to complete waits for them instead (not on the queue).
         queued = [row for row in rows if row.status == JobStatus.QUEUED.value]
         if self._events is not None:  # before the new run can start and publish its own
-            await self._events.publish_now([_retried_event(row) for row in queued])
+            events = [_retried_event(row) for row in rows]
+            await self._events.publish_now(events + [JobEvent.of_child(c) for c in again])
         accepted = await self._enqueuer.enqueue_recorded(queued) if queued else []
         return Retried([row.job_id for row in rows], sum(accepted))
 
@@ -133,7 +134,11 @@ class JobActions:
         queue = self._enqueuer.queue
         waiting = [job.job_id for job in jobs if job.status is JobStatus.WAITING]
         async with self._sessions() as session:  # not on the queue: the row is the job
-            cancelled = await cancel_waiting(_executor(session), waiting, reason)
+            settled = await cancel_waiting(_executor(session), waiting, reason)
+        if self._events is not None:
+            await self._events.publish_now([JobEvent.of_child(c) for c in settled.moved])
+        asked = set(waiting)
+        cancelled = [child.job_id for child in settled.moved if child.job_id in asked]
         jobs = [job for job in jobs if job.status is not JobStatus.WAITING]
         unfinished = [job for job in jobs if job.status in UNFINISHED_STATUSES]
         skipped = [job.job_id for job in jobs if job.status not in UNFINISHED_STATUSES]
@@ -169,9 +174,9 @@ def _as_model(columns: Any) -> BackgroundJob:
 
 
 def _retried_event(row: BackgroundJob) -> JobEvent:
-    return JobEvent.about(
-        row, kind=STATUS, job_id=row.job_id, status=JobStatus.QUEUED, attempt=row.attempts
-    )
+    """`queued`, or `waiting` for a row whose parents have not all completed."""
+    status = JobStatus(row.status)
+    return JobEvent.about(row, kind=STATUS, job_id=row.job_id, status=status, attempt=row.attempts)
 
 
 def retryable(jobs: Iterable[FoundJob]) -> list[UUID]:

@@ -40,7 +40,7 @@ __all__ = ["Batcher", "EnqueuedJob", "Enqueuer", "IdempotencyConflictError", "re
 if TYPE_CHECKING:
     from app.db.connection import Connection
     from app.jobs.queue.tracked import TrackedQueue
-    from app.jobs.record.dependencies import ReleasedJob
+    from app.jobs.record.settled import ReleasedJob
 
 # What `enqueue_recorded` puts on the queue: a row the outbox, a retry or a release wrote.
 RecordedRow: TypeAlias = "EnqueuedJob | BackgroundJob | ReleasedJob"

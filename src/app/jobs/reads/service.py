@@ -32,12 +32,14 @@ from app.jobs.reads.search import JobSearch, Position
 from app.jobs.reads.shapes import PAGE_STATEMENTS
 from app.jobs.reads.stats import stats_statement, task_stats, window_start
 from app.jobs.record.dependencies import cancel_waiting, repair_waiting, settle_children
+from app.jobs.record.events import JobEvent
 from app.jobs.record.statements import write_transitions
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from app.jobs.outbox.enqueuer import EnqueuedJob, Enqueuer
+    from app.jobs.record.settled import Settled
     from app.jobs.registry import TaskFunction
 
 
@@ -105,8 +107,10 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
         if row.status in TERMINAL_STATUSES:
             raise JobAlreadyFinishedError(f"job {row.job_id} already ended as {row.status}")
         if row.status == JobStatus.WAITING:  # not on the queue: the row is the job
-            if not await cancel_waiting(self._execute, [row.job_id], reason):
+            settled = await cancel_waiting(self._execute, [row.job_id], reason)
+            if not settled.moved:
                 raise JobAlreadyFinishedError(f"job {row.job_id} is no longer waiting")
+            await self._settled(settled)
             return
         queue = self._require_enqueuer().queue
         job = await queue.job(row.job_key or str(row.job_id))
@@ -186,19 +190,25 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
         of the rows that ended are released (and enqueued) or aborted, as the recorder does."""
         written = await write_transitions(self._execute, transitions)
         if written.ended_parents:
-            released = await settle_children(self._execute, written.ended_parents)
-            if released and self.enqueuer is not None:
-                await self.enqueuer.enqueue_recorded(released)
+            await self._settled(await settle_children(self._execute, written.ended_parents))
         return written.applied
 
     async def repair_waiting(self, older_than: datetime) -> int:
         """Release (and enqueue) the waiting rows whose parents all completed, abort those
         with a parent that did not (`dependencies.repair_waiting`); returns how many were
         released."""
-        released = await repair_waiting(self._execute, older_than)
-        if released:
-            await self._require_enqueuer().enqueue_recorded(released)
-        return len(released)
+        settled = await repair_waiting(self._execute, older_than)
+        await self._settled(settled)
+        return len(settled.released)
+
+    async def _settled(self, settled: Settled) -> None:
+        """The moved rows' events, then the released jobs put on the queue (before they can
+        start: a stream shows `queued` before `running`)."""
+        events = self.enqueuer.queue.recorder.events if self.enqueuer is not None else None
+        if settled.moved and events is not None:
+            await events.publish_now([JobEvent.of_child(child) for child in settled.moved])
+        if settled.released:
+            await self._require_enqueuer().enqueue_recorded(settled.released)
 
     async def _execute(
         self, statement: Executable, parameters: Mapping[str, Any]

@@ -22,15 +22,14 @@ Job ids are plain columns, not foreign keys: a parent deleted by retention count
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from sqlalchemy import text
 
 from app.jobs.lifecycle import JobStatus
 from app.jobs.record.counting import counted
+from app.jobs.record.settled import MovedChild, Settled, aborted_of, moved_of, released_of
 from app.jobs.record.statements import Execute
 
 # The errors entry of a row aborted because of a parent names the parent under this key:
@@ -54,9 +53,12 @@ def ended_entry(attempts: str, at: str, reason: str, parent_id: str) -> str:
     )
 
 
-# What the outbox needs to put a released row's job on the queue.
+# What the outbox needs to put a released row's job on the queue, then what its event needs.
 _RELEASED = """c.job_id, c.task_name, c.arguments, c.attempts, c.max_attempts, c.manual_retries,
-    c.has_dependents, c.queue"""
+    c.has_dependents, c.queue, c.error, c.user_id, c.project_id"""
+# What the event of a row these statements moved needs (they are not a worker's transitions,
+# so the recorder does not publish them).
+_MOVED = "job_id, status, attempts, error, task_name, queue, user_id, project_id"
 
 # Parents that completed: each child's count goes down by the number among them it waits
 # for; at zero it is released. An UPDATE of the child's row: concurrent parents' releases
@@ -107,7 +109,7 @@ ABORT_DESCENDANTS = text(
         WHERE c.job_id = x.child_id AND c.status = 'waiting'
         RETURNING c.*
     ){counted("aborted")}
-    SELECT job_id FROM aborted
+    SELECT {_MOVED} FROM aborted
     """  # noqa: S608 - built from this module's constants only
 )
 
@@ -146,9 +148,9 @@ WAIT_AGAIN = text(
                             WHERE d.child_id = c.job_id AND p.status <> 'complete')
         FROM ended AS e
         WHERE c.id = e.id AND c.created_at = e.created_at AND c.status = 'aborted'
-        RETURNING c.id, c.job_id
+        RETURNING c.id, {", ".join(f"c.{column}" for column in _MOVED.split(", "))}
     ){counted("(SELECT e.* FROM ended AS e JOIN again AS a ON a.id = e.id)", sign=-1)}
-    SELECT job_id FROM again
+    SELECT {_MOVED} FROM again
     """  # noqa: S608 - built from this module's constants only
 )
 
@@ -181,59 +183,41 @@ ENDED_PARENTS_OF_WAITING = text(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ReleasedJob:
-    """A row moved from `waiting` to `queued`: what the outbox puts on the queue."""
-
-    job_id: UUID
-    task_name: str
-    arguments: Mapping[str, Any]
-    attempts: int
-    max_attempts: int
-    manual_retries: int
-    has_dependents: bool
-    queue: str
-
-
-def _released(rows: Sequence[Any]) -> list[ReleasedJob]:
-    return [ReleasedJob(*row[1:]) for row in rows if row[0] == JobStatus.QUEUED.value]
-
-
-async def settle_children(execute: Execute, ended: Mapping[UUID, JobStatus]) -> list[ReleasedJob]:
+async def settle_children(execute: Execute, ended: Mapping[UUID, JobStatus]) -> Settled:
     """After parents ended (each has dependents): release the children whose last parent
-    completed, abort the descendants of those that failed or were aborted. Returns the
-    released rows, to be put on the queue."""
+    completed, abort the descendants of those that failed or were aborted."""
     completed = [job_id for job_id, status in ended.items() if status is JobStatus.COMPLETE]
     others = [job_id for job_id, status in ended.items() if status is not JobStatus.COMPLETE]
-    released: list[ReleasedJob] = []
+    settled = Settled()
     if completed:
-        released = _released(await execute(RELEASE_CHILDREN, {"parent_ids": completed}))
+        settled += released_of(await execute(RELEASE_CHILDREN, {"parent_ids": completed}))
     if others:
-        await execute(ABORT_DESCENDANTS, {"parent_ids": others})
-    return released
+        settled += aborted_of(await execute(ABORT_DESCENDANTS, {"parent_ids": others}))
+    return settled
 
 
-async def wait_again(execute: Execute, job_ids: Sequence[UUID], actor: str) -> list[UUID]:
+async def wait_again(execute: Execute, job_ids: Sequence[UUID], actor: str) -> list[MovedChild]:
     """After an operator retried `job_ids`: the descendants they aborted wait again."""
     if not job_ids:
         return []
     rows = await execute(WAIT_AGAIN, {"job_ids": list(job_ids), "actor": actor})
-    return [row[0] for row in rows]
+    return [moved_of(row) for row in rows]
 
 
-async def repair_waiting(execute: Execute, older_than: datetime) -> list[ReleasedJob]:
+async def repair_waiting(execute: Execute, older_than: datetime) -> Settled:
     """The reconciler's pass over waiting rows unchanged since `older_than`: those whose
-    parents all completed are released (returned), those with a parent that failed or was
-    aborted are aborted with their descendants."""
+    parents all completed are released, those with a parent that failed or was aborted are
+    aborted with their descendants."""
     ready = await execute(READY_WAITING, {"older_than": older_than})
-    released: list[ReleasedJob] = []
+    settled = Settled()
     if ready:
         job_ids = [row[0] for row in ready]
-        released = _released(await execute(RELEASE_READY, {"job_ids": job_ids}))
+        settled += released_of(await execute(RELEASE_READY, {"job_ids": job_ids}))
     ended = await execute(ENDED_PARENTS_OF_WAITING, {"older_than": older_than})
     if ended:
-        await execute(ABORT_DESCENDANTS, {"parent_ids": [row[0] for row in ended]})
-    return released
+        parent_ids = [row[0] for row in ended]
+        settled += aborted_of(await execute(ABORT_DESCENDANTS, {"parent_ids": parent_ids}))
+    return settled
 
 
 PARENTS_OF = text(
@@ -257,18 +241,19 @@ CANCEL_WAITING = text(
         WHERE job_id = ANY(CAST(:job_ids AS uuid[])) AND status = 'waiting'
         RETURNING *
     ){counted("aborted")}
-    SELECT job_id FROM aborted
+    SELECT {_MOVED} FROM aborted
     """  # noqa: S608 - built from this module's constants only
 )
 
 
-async def cancel_waiting(execute: Execute, job_ids: Sequence[UUID], reason: str) -> list[UUID]:
-    """Abort the waiting jobs among `job_ids`, and their waiting descendants; returns the
-    ones aborted (the others had left `waiting` meanwhile)."""
+async def cancel_waiting(execute: Execute, job_ids: Sequence[UUID], reason: str) -> Settled:
+    """Abort the waiting jobs among `job_ids` (the others had left `waiting` meanwhile), and
+    their waiting descendants: `moved` holds them all, those among `job_ids` first."""
     if not job_ids:
-        return []
+        return Settled()
     rows = await execute(CANCEL_WAITING, {"job_ids": list(job_ids), "reason": reason})
-    aborted = [row[0] for row in rows]
-    if aborted:
-        await execute(ABORT_DESCENDANTS, {"parent_ids": aborted})
-    return aborted
+    settled = aborted_of(rows)
+    if settled.moved:
+        parent_ids = [child.job_id for child in settled.moved]
+        settled += aborted_of(await execute(ABORT_DESCENDANTS, {"parent_ids": parent_ids}))
+    return settled

@@ -35,6 +35,7 @@ import structlog
 from app.jobs.lifecycle import TERMINAL_STATUSES, JobStatus, Transition
 from app.jobs.pipeline import CommandBatcher, Script
 from app.jobs.record.progress import ProgressUpdate
+from app.jobs.record.settled import MovedChild
 from app.jobs.record.statements import MovedRow
 
 if TYPE_CHECKING:
@@ -129,6 +130,14 @@ class JobEvent(msgspec.Struct, omit_defaults=True):
             worker_id=transition.worker_id,
             error=transition.error,
         )
+
+    @classmethod
+    def of_child(cls, child: MovedChild) -> JobEvent:
+        """A row a dependency statement moved: released, aborted with a parent, waiting again."""
+        return cls.about(
+            child, kind=STATUS, job_id=child.job_id, status=child.status,
+            attempt=child.attempt, error=child.error,
+        )  # fmt: skip
 
     @classmethod
     def of_progress(cls, update: ProgressUpdate, row: MovedRow) -> JobEvent:

@@ -26,7 +26,7 @@ from uuid import UUID
 import structlog
 
 from app.jobs.lifecycle import JobStatus, Transition
-from app.jobs.record.dependencies import ReleasedJob, settle_children
+from app.jobs.record.dependencies import settle_children
 from app.jobs.record.events import JobEvent
 from app.jobs.record.log_lines import Line, write_lines
 from app.jobs.record.progress import ProgressUpdate, apply_progress
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from app.db.connection import Connection
     from app.jobs.metrics import JobMetrics
     from app.jobs.record.events import EventPublisher
+    from app.jobs.record.settled import ReleasedJob
 
 log = structlog.get_logger(__name__)
 
@@ -194,11 +195,14 @@ class LifecycleRecorder:
         """Release or abort the children of the rows written as ended (kept until done: the
         statements are safe to send again)."""
         ended = dict(self._ended_parents)
-        released = await settle_children(self._connection.execute, ended)
+        settled = await settle_children(self._connection.execute, ended)
         for job_id in ended:
             del self._ended_parents[job_id]
-        if released and self.release is not None:
-            await self.release(released)  # the outbox's: a job Redis did not take stays queued
+        if settled.moved and self.events is not None:  # before a released job can start
+            await self.events.publish_now([JobEvent.of_child(child) for child in settled.moved])
+        if settled.released and self.release is not None:
+            # the outbox's: a job Redis did not take stays queued
+            await self.release(settled.released)
 
     def _publish(self, events: Iterable[JobEvent]) -> None:
         if self.events is not None:
