@@ -84,3 +84,28 @@ async def test_a_jobs_page_lists_its_parents_and_children_with_statuses_and_link
         )
         tab.assert_monitor_pages_held_csp()
         tab.assert_stayed_home()
+
+
+async def test_a_waiting_jobs_page_follows_it_when_its_parent_is_cancelled(
+    browser: Browser, monitor_app: MonitorApp
+) -> None:
+    """The child's end is written in SQL by the cascade, not by a worker: its page still
+    shows it live (the stream sends it), with the parent named."""
+    key = monitor_app.operator_key
+    async with monitor_tab(browser, monitor_app.origin) as tab:
+        page = tab.page
+        await tab.login(key)
+        parent = await trigger(tab, key, message="extract", sleep_seconds=30)
+        child = await trigger(tab, key, message="load", sleep_seconds=0, after=[parent])
+        await tab.open(f"/monitor/jobs/{child}")
+        await expect(page.locator("#job-status .status-text")).to_have_text("waiting")
+        answer = await page.request.post(
+            f"{tab.origin}/api/v1/jobs/{parent}/cancel",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert answer.status == 202, await answer.text()
+        await expect(page.locator("#job-status .status-text")).to_have_text("aborted", timeout=LIVE)
+        await expect(page.locator("#job-panel")).to_contain_text(f"parent job {parent}")
+        await tab.shot("monitor-job-aborted-with-its-parent")
+        tab.assert_monitor_pages_held_csp()
+        tab.assert_stayed_home()
