@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import struct
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
@@ -12,10 +13,13 @@ from uuid import uuid4
 import pytest
 from litestar.testing import AsyncTestClient
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from app.jobs.reads.job_rows import JobRows
 from app.jobs.reads.queries import TOTAL_LIMIT
-from app.jobs.reads.search import SCAN_LIMIT
+from app.jobs.reads.search import SCAN_LIMIT, parse_q
+from app.jobs.reads.service import BackgroundJobService
+from app.jobs.reads.shapes import PAGE_STATEMENTS
 from tests.support.rows import insert_rows
 
 JOBS = "/api/v1/jobs"
@@ -272,3 +276,56 @@ async def test_a_cursor_is_a_position_and_reads_any_list(
     latest = base64.urlsafe_b64encode(struct.pack(">q16s", 2**63 - 1, b"\xff" * 16)).decode()
     everything = (await client.get(f"{JOBS}?cursor={latest}")).json()
     assert [item["job_id"] for item in everything["items"]] == await newest_first(engine)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "status:failed,aborted",
+        "status:queued",
+        "task:send_email",
+        "queue:emails",
+        "worker:w-2",
+        "user:{user}",
+        "project:{project} status:running",
+    ],
+)
+@pytest.mark.parametrize("bounded", [False, True], ids=["unbounded", "a window"])
+async def test_a_page_through_the_driver_is_the_page_through_the_session(
+    engine: AsyncEngine, query: str, bounded: bool
+) -> None:
+    """The list's pages run on the driver (`JobRows.fetch`, asyncpg's placeholders) hold the
+    same column values, cursor and count as the same statement through the session."""
+    user, project = uuid4(), uuid4()
+    rows = [
+        job_row(1, status="failed", error="TimeoutError", worker_id="w-1", result={"ok": [1]}),
+        job_row(2, status="aborted", error="cancelled", task_name="send_email", user_id=user),
+        job_row(3, status="queued", queue="emails", project_id=project),
+        job_row(4, status="running", worker_id="w-2", user_id=user, project_id=project),
+        *[job_row(n, created_at=T0 - timedelta(days=2, seconds=n)) for n in range(5, 12)],
+    ]
+    for row in rows:
+        row.setdefault("result", None)
+    await insert_rows(engine, rows)
+    search = parse_q(query.format(user=user, project=project))
+    if bounded:
+        search = replace(search, created_after=T0 - timedelta(days=3), created_before=T0)
+    assert PAGE_STATEMENTS.for_driver(search, after=None, limit=3, offset=0) is not None
+    driver, session = (
+        BackgroundJobService(AsyncSession(engine), job_rows=JobRows(lambda: engine)),
+        BackgroundJobService(AsyncSession(engine)),
+    )
+    after = None
+    for _ in range(10):  # every page of 3, following the cursor
+        through_driver = await driver.search_page(search, after=after, limit=3, offset=0)
+        through_session = await session.search_page(search, after=after, limit=3, offset=0)
+        assert [dict(row) for row in through_driver.rows] == [
+            dict(row) for row in through_session.rows
+        ]
+        assert (through_driver.next, through_driver.total, through_driver.total_is_exact) == (
+            through_session.next, through_session.total, through_session.total_is_exact,
+        )  # fmt: skip
+        if through_driver.next is None:
+            break
+        after = through_driver.next

@@ -7,6 +7,7 @@ shared `EventHub`); the table asks `/monitor/rows` only for the rows those event
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -86,6 +87,7 @@ class MonitorPages(Controller):
             return page("jobs.html", request, 400, problem=exc, filters=None, rows=[])
         # As the API: a search by a value the caller sees masked would tell the value.
         refuse_masked_arguments(filters.search, redactor, request.user)
+        rows: Sequence[Mapping[Any, Any]]
         if filters.before is not None:
             found = await monitor_queries.newer_page(filters.search, filters.before, filters.limit)
             older = found[-1] if found else None

@@ -1,5 +1,7 @@
 """`JobRows`: the hottest reads of `background_jobs`, straight through the driver.
 
+The list's pages (`fetch`) are statements built once per shape of search and compiled for
+asyncpg's placeholders (`app.jobs.reads.shapes.DriverStatement`): no session, no row processing.
 `GET /api/v1/jobs/{job_id}` is one indexed row. Through the ORM (a session, the repository,
 an ORM object) the row cost the API four times what the HTTP around it did
 (docs/benchmarks.md). Here it is one prepared statement on a pooled connection: asyncpg
@@ -78,6 +80,18 @@ class JobRows:
                         else await driver.fetchrow(ONE_JOB, job_id, created_at)
                     )
                     return row
+            except asyncpg.ConnectionDoesNotExistError:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    async def fetch(self, sql: str, arguments: list[Any]) -> list[Mapping[str, Any]]:
+        """The rows of a read compiled for the driver (`shapes.DriverStatement`), as column
+        values; replaced once on a connection found ended, as `one`."""
+        for attempt in range(2):
+            try:
+                async with self._driver() as driver:
+                    return list(await driver.fetch(sql, *arguments))
             except asyncpg.ConnectionDoesNotExistError:
                 if attempt:
                     raise

@@ -12,7 +12,7 @@ returns one status's rows in order, not several statuses' together.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,7 +20,6 @@ from uuid import UUID
 
 from sqlalchemy import (
     ColumnElement,
-    RowMapping,
     Select,
     String,
     and_,
@@ -208,15 +207,15 @@ def page_statement(
 class ListedPage:
     """A page of the list and where the next one starts (None: this is the last)."""
 
-    rows: list[RowMapping]
+    rows: list[Mapping[str, Any]]  # column values (RowMapping, or the driver's Record)
     next: Position | None
     total: int | None  # None: not counted (a search with text or argument terms)
     total_is_exact: bool
 
 
 def read_page(
-    found: Sequence[RowMapping], search: JobSearch, *, limit: int, offset: int
-) -> tuple[list[RowMapping], Position | None]:
+    found: Sequence[Mapping[str, Any]], search: JobSearch, *, limit: int, offset: int
+) -> tuple[list[Mapping[str, Any]], Position | None]:
     """The page's rows out of what `page_statement` returned, and the next page's start."""
     stopped_at = None
     matched = list(found)

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from app.jobs.outbox.enqueuer import EnqueuedJob, Enqueuer
+    from app.jobs.reads.job_rows import JobRows
     from app.jobs.record.settled import Settled
     from app.jobs.registry import TaskFunction
 
@@ -60,10 +61,16 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
     repository_type = Repo
 
     def __init__(
-        self, session: AsyncSession, *, enqueuer: Enqueuer | None = None, **kwargs: Any
+        self,
+        session: AsyncSession,
+        *,
+        enqueuer: Enqueuer | None = None,
+        job_rows: JobRows | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(session, **kwargs)
         self.enqueuer = enqueuer  # None: a service that only reads
+        self.job_rows = job_rows  # the list's pages through the driver; None: the session
 
     @contextlib.asynccontextmanager
     async def _unit_of_work(self) -> AsyncIterator[AsyncSession]:
@@ -142,6 +149,12 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
         """
         if search.matches_nothing:
             return ListedPage([], None, 0, True)
+        driver = PAGE_STATEMENTS.for_driver(search, after=after, limit=limit, offset=offset)
+        if driver is not None and self.job_rows is not None:
+            found_rows = await self.job_rows.fetch(driver[0].sql, driver[1])
+            if found_rows:  # else the count needs a statement of its own
+                rows, next_position = read_page(found_rows, search, limit=limit, offset=offset)
+                return ListedPage(rows, next_position, *capped_total(int(found_rows[0][TOTAL])))
         statement, values = PAGE_STATEMENTS.page(search, after=after, limit=limit, offset=offset)
         async with self._unit_of_work() as session:
             found = list((await session.execute(statement, values)).mappings())

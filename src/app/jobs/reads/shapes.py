@@ -11,10 +11,11 @@ JSON documents inside the statement).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import BindParameter, Select, bindparam
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 
 from app.jobs.reads.queries import JOBS, page_statement
 from app.jobs.reads.search import JobSearch, Position
@@ -29,6 +30,30 @@ _LISTS = {
 }
 _BOUNDS = ("created_after", "created_before")
 _KEPT = 256  # shapes remembered; a request seldom brings a new one
+_ASYNCPG = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True, slots=True)
+class DriverStatement:
+    """A shape's statement compiled for asyncpg's placeholders ($1, $2): run through the
+    driver, it skips the session and SQLAlchemy's row processing (docs/benchmarks.md)."""
+
+    sql: str
+    names: tuple[str, ...]  # the placeholders' names, in order
+    fixed: dict[str, Any]  # the values the statement carries (statuses, limit, offset)
+
+    def arguments(self, values: dict[str, Any]) -> list[Any]:
+        return [values[name] if name in values else self.fixed[name] for name in self.names]
+
+
+def _for_driver(statement: Select[Any], values: dict[str, Any]) -> DriverStatement | None:
+    compiled = statement.compile(dialect=_ASYNCPG)
+    sql = str(compiled)
+    if "POSTCOMPILE" in sql or compiled.positiontup is None:  # values expanded per request
+        return None
+    carried = compiled.construct_params(values).items()
+    fixed = {name: value for name, value in carried if name not in values}
+    return DriverStatement(sql, tuple(compiled.positiontup), fixed)
 
 
 def _placeholder(name: str, column: str) -> BindParameter[Any]:
@@ -88,6 +113,7 @@ class PageStatements:
 
     def __init__(self) -> None:
         self._built: dict[tuple[Any, ...], Select[Any]] = {}
+        self._driver: dict[tuple[Any, ...], DriverStatement | None] = {}
 
     def page(
         self, search: JobSearch, *, after: Position | None, limit: int, offset: int
@@ -100,10 +126,25 @@ class PageStatements:
         if statement is None:
             if len(self._built) >= _KEPT:
                 self._built.clear()
+                self._driver.clear()
             held, held_after = _placeholders(search, after)
             statement = page_statement(held, after=held_after, limit=limit, offset=offset)
             self._built[shape] = statement
         return statement, _values(search, after)
+
+    def for_driver(
+        self, search: JobSearch, *, after: Position | None, limit: int, offset: int
+    ) -> tuple[DriverStatement, list[Any]] | None:
+        """This page's statement for the driver and its arguments; None: a search built per
+        request (text or argument terms)."""
+        shape = _shape(search, after, limit, offset)
+        if shape is None:
+            return None
+        statement, values = self.page(search, after=after, limit=limit, offset=offset)
+        if shape not in self._driver:
+            self._driver[shape] = _for_driver(statement, values)
+        driver = self._driver[shape]
+        return None if driver is None else (driver, driver.arguments(values))
 
 
 PAGE_STATEMENTS = PageStatements()

@@ -31,7 +31,7 @@ def jobs_dependencies(
         return job_rows
 
     def provide_jobs_service() -> BackgroundJobService:
-        return BackgroundJobService(sessions(), enqueuer=enqueuer)
+        return BackgroundJobService(sessions(), enqueuer=enqueuer, job_rows=job_rows)
 
     return {
         "enqueuer": Provide(provide_enqueuer, use_cache=True, sync_to_thread=False),
