@@ -7,7 +7,8 @@ heartbeat), a lost take reply that takes more jobs and strands the first ones, a
 again that undoes the next run of the same key, a retry sent again that re-queues a job
 another worker took meanwhile, a finish that cannot reach Redis failing its caller
 instead of reaching the row and Redis later, and a read during an outage waiting for the
-moves' reconnect instead of failing at once as SAQ's does.
+moves' reconnect instead of failing at once as SAQ's does; and job events, which ride on
+the same channel, held for the moves' bound during an outage instead of dropped.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import json
 import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from redis.asyncio import Redis, from_url
@@ -32,6 +35,7 @@ from app.jobs.lifecycle import JobStatus
 from app.jobs.outbox.enqueuer import Enqueuer
 from app.jobs.queue.gate import open_gate
 from app.jobs.queue.tracked import TrackedQueue
+from app.jobs.record.events import STATUS, JobEvent
 from app.worker.settings import REGISTRY
 from app.worker.tasks import trigger_test
 from tests.support import WaitForRow, eventually
@@ -343,3 +347,24 @@ async def test_a_read_while_the_moves_wait_out_their_backoff_fails_at_once_as_sa
     assert read is not None
     await asyncio.wait_for(finish, timeout=60)
     assert (await stored(admin, queue, job.key))["status"] == "complete"
+
+
+async def test_job_events_during_an_outage_are_dropped_at_once_not_waited_for(
+    proxied: Callable[..., Any], proxy: RedisProxy
+) -> None:
+    """The events ride on the moves' channel, but a live view does not wait out an outage:
+    `publish_now` (which the recorder awaits before releasing a parent's children) gives up
+    at the first failed connect and says so, instead of holding the recorder for the moves'
+    bound."""
+    queue: TrackedQueue = await proxied(deliver_within=3600.0)
+    events = queue.recorder.events
+    assert events is not None
+    await proxy.refuse()
+    event = JobEvent(
+        kind=STATUS, job_id=uuid4(), status=JobStatus.QUEUED, attempt=1, at=datetime.now(UTC)
+    )
+    with capture_logs() as logs:
+        for _ in range(2):  # the first finds the connection gone, the second none to be had
+            await asyncio.wait_for(events.publish_now([event]), timeout=60)  # stops a hang
+    assert [entry["event"] for entry in logs] == ["job events not published"]
+    assert not queue._batcher._connection.is_connected

@@ -227,8 +227,8 @@ class EventPublisher:
         keys: list[Any] = [self.listeners, self.key]
         args: list[Any] = [self._maxlen, *map(encode, batch)]
         try:
-            if self._batcher is not None:
-                await self._batcher.execute(_ADD.call(keys, args))
+            if self._batcher is not None:  # impatient: a live view does not wait out an outage
+                await self._batcher.execute(_ADD.call(keys, args), patient=False)
             else:
                 await self._add(keys=keys, args=args)
         except Exception as exc:  # a live view: what Redis cannot take now is dropped
