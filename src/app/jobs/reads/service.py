@@ -32,7 +32,7 @@ from app.jobs.reads.search import JobSearch, Position
 from app.jobs.reads.shapes import PAGE_STATEMENTS
 from app.jobs.reads.stats import stats_statement, task_stats, window_start
 from app.jobs.record.dependencies import cancel_waiting, repair_waiting, settle_children
-from app.jobs.record.events import JobEvent
+from app.jobs.record.recorder import announce_then_release
 from app.jobs.record.statements import write_transitions
 
 if TYPE_CHECKING:
@@ -211,17 +211,16 @@ class BackgroundJobService(SQLAlchemyAsyncRepositoryService[BackgroundJob]):
         with a parent that did not (`dependencies.repair_waiting`); returns how many were
         released."""
         settled = await repair_waiting(self._execute, older_than)
+        if settled.released:
+            self._require_enqueuer()
         await self._settled(settled)
         return len(settled.released)
 
     async def _settled(self, settled: Settled) -> None:
-        """The moved rows' events, then the released jobs put on the queue (before they can
-        start: a stream shows `queued` before `running`)."""
-        events = self.enqueuer.queue.recorder.events if self.enqueuer is not None else None
-        if settled.moved and events is not None:
-            await events.publish_now([JobEvent.of_child(child) for child in settled.moved])
-        if settled.released:
-            await self._require_enqueuer().enqueue_recorded(settled.released)
+        enqueuer = self.enqueuer
+        events = enqueuer.queue.recorder.events if enqueuer is not None else None
+        release = enqueuer.enqueue_recorded if enqueuer is not None else None
+        await announce_then_release(settled, events, release)
 
     async def _execute(
         self, statement: Executable, parameters: Mapping[str, Any]

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from app.db.connection import Connection
     from app.jobs.metrics import JobMetrics
     from app.jobs.record.events import EventPublisher
-    from app.jobs.record.settled import ReleasedJob
+    from app.jobs.record.settled import ReleasedJob, Settled
 
 log = structlog.get_logger(__name__)
 
@@ -198,15 +198,25 @@ class LifecycleRecorder:
         settled = await settle_children(self._connection.execute, ended)
         for job_id in ended:
             del self._ended_parents[job_id]
-        if settled.moved and self.events is not None:  # before a released job can start
-            await self.events.publish_now([JobEvent.of_child(child) for child in settled.moved])
-        if settled.released and self.release is not None:
-            # the outbox's: a job Redis did not take stays queued
-            await self.release(settled.released)
+        await announce_then_release(settled, self.events, self.release)
 
     def _publish(self, events: Iterable[JobEvent]) -> None:
         if self.events is not None:
             self.events.publish(events)
+
+
+async def announce_then_release(
+    settled: Settled,
+    events: EventPublisher | None,
+    release: Callable[[Sequence[ReleasedJob]], Awaitable[object]] | None,
+) -> None:
+    """The events of the rows settling children moved, then the released jobs put on the
+    queue (`release`, the outbox's: a job Redis did not take stays queued): a stream shows a
+    child's `queued` before its run's `running`."""
+    if settled.moved and events is not None:
+        await events.publish_now([JobEvent.of_child(child) for child in settled.moved])
+    if settled.released and release is not None:
+        await release(settled.released)
 
 
 def _log_transitions(batch: list[Transition], applied: list[Transition]) -> None:
